@@ -1,0 +1,340 @@
+"""The de-identification walk: every element at every depth, one action each.
+
+Rules followed:
+
+- PS3.15 E.1 (Basic Application Level Confidentiality Profile) and E.3 (its
+  options): each attribute of Table E.1-1 gets the action that
+  :class:`~anonymizer.profile.Profile` resolved for it; combined codes as in
+  :mod:`anonymizer.actions`.
+- Attributes the table does not list (see :mod:`anonymizer.allowlist`):
+  sequences are walked, UIDs replaced unless well-known, person names get a
+  dummy, dates follow the date options, codes and numbers are kept, other
+  text is cleaned unless allow-listed, and an unknown public tag is removed.
+  Inside a sequence whose action is D (a dummy content, e.g. ContentSequence
+  without Clean Structured Content) that text gets a dummy instead.
+- Private attributes (PS3.15 E.3.10): removed, with their creators, unless
+  Retain Safe Private is chosen and their block's creator is configured as
+  safe; kept private text is still cleaned and scanned.
+- Repeating groups: the whole overlay group 60xx goes when its
+  OverlayData (60xx,3000) is removed, so no overlay module is left half.
+- PatientName and PatientID take the patient's pseudonym; dates move by the
+  patient's offset (:mod:`anonymizer.dates`).
+
+The walk reads the source without converting elements it only copies: their
+raw bytes pass through to the output unchanged (pixel data is never decoded,
+whatever the transfer syntax). The source is never modified; ``Dataset.walk``
+is not used because it converts every element and edits in place.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import MutableSequence
+
+from pydicom.datadict import (
+    DicomDictionary,
+    dictionary_has_tag,
+    dictionary_keyword,
+    dictionary_VR,
+    tag_for_keyword,
+)
+from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+
+from . import dates
+from .actions import Action
+from .allowlist import SAFE_TEXT_TAGS
+from .dummies import DUMMY_TEXT, dummy_value
+from .errors import AnonymizationError
+from .identifiers import IDENTIFIER_KEYWORDS, Identifiers
+from .profile import Option, Profile
+from .pseudonyms import Pseudonym, PseudonymLookup
+
+__all__ = ["Walker"]
+
+Element = DataElement | RawDataElement
+
+_TEXT_VRS = frozenset({"AE", "LO", "LT", "SH", "ST", "UC", "UR", "UT"})
+_DATE_VRS = frozenset({"DA", "DT", "TM"})
+_KEEP_VRS = frozenset(
+    {"CS", "AS", "DS", "IS", "FL", "FD", "SL", "SS", "SV", "UL", "US", "UV", "AT",
+     "OB", "OD", "OF", "OL", "OV", "OW"}
+)
+_IDENTIFIER_TAGS: dict[int, str] = {
+    tag: kind
+    for keyword, kind in IDENTIFIER_KEYWORDS.items()
+    if (tag := tag_for_keyword(keyword)) is not None
+}
+#: DA tag -> TM tag of the same name (StudyDate -> StudyTime, ...): shifted as one instant
+_DATE_TIME_PARTNERS: dict[int, int] = {
+    date_tag: time_tag
+    for date_tag, entry in DicomDictionary.items()
+    if entry[0] == "DA" and entry[4].endswith("Date")
+    and (time_tag := tag_for_keyword(entry[4][:-4] + "Time")) is not None
+    and DicomDictionary[time_tag][0] == "TM"
+}
+_PATIENT_NAME = 0x00100010
+_PATIENT_ID = 0x00100020
+_ENCAPSULATED_DOCUMENT = 0x00420011
+
+
+def _vr_of(tag: int, elem: Element) -> str:
+    vr = elem.VR
+    if vr and vr != "UN":
+        return str(vr)
+    if dictionary_has_tag(tag):
+        return str(dictionary_VR(tag)).split(" or ")[0]
+    return "UN"
+
+
+def _values(value: object) -> list[str]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, (MultiValue, list, tuple)):
+        return [str(v) for v in value]
+    return [str(value)]
+
+
+def _set(out: Dataset, tag: int, vr: str, value: object) -> None:
+    out.add(DataElement(tag, vr, value))
+
+
+class Walker:
+    """One de-identification of one dataset; holds what it learned on the way.
+
+    Parameters
+    ----------
+    profile : Profile
+        The resolved actions.
+    lookup : PseudonymLookup
+        Pseudonyms and UID replacements (one pseudonym space).
+    """
+
+    def __init__(self, profile: Profile, lookup: PseudonymLookup) -> None:
+        self.profile = profile
+        self.lookup = lookup
+        self.counts: Counter[str] = Counter()
+        self.uid_map: dict[str, str] = {}
+        self.review: list[str] = []
+        self.identifiers = Identifiers({}, None)
+        self.pseudonym: Pseudonym | None = None
+        self._converted: dict[tuple[int, int], DataElement] = {}
+        self._keep_private = Option.RETAIN_SAFE_PRIVATE in profile.options
+
+    # -- reading the source without changing it ------------------------------
+    def element(self, src: Dataset, tag: int) -> DataElement:
+        """The converted element at ``tag`` of ``src`` (cached, ``src`` untouched)."""
+        key = (id(src), tag)
+        found = self._converted.get(key)
+        if found is None:
+            raw = src.get_item(tag)
+            if isinstance(raw, DataElement):
+                found = raw
+            else:
+                try:
+                    found = convert_raw_data_element(raw, encoding=src._character_set, ds=src)
+                except (ValueError, TypeError, KeyError, NotImplementedError) as exc:
+                    raise AnonymizationError(
+                        f"element {tag:08X} cannot be decoded: {type(exc).__name__}"
+                    ) from None
+            self._converted[key] = found
+        return found
+
+    def collect(self, src: Dataset, depth: int = 0) -> list[tuple[str, str, str]]:
+        """Walk the source once for its identifiers, checking sequence depth."""
+        if depth > self.profile.max_sequence_depth:
+            raise AnonymizationError(
+                f"sequence nesting deeper than {self.profile.max_sequence_depth}"
+            )
+        found: list[tuple[str, str, str]] = []
+        for tag in src._dict:
+            raw = src.get_item(tag)
+            if tag >> 16 & 1:
+                continue
+            vr = _vr_of(tag, raw)
+            kind = "name" if vr == "PN" else _IDENTIFIER_TAGS.get(tag)
+            if vr == "SQ":
+                for item in self.element(src, tag).value or ():
+                    found += self.collect(item, depth + 1)
+            elif kind is not None and self.profile.action_for(tag) is not Action.KEEP:
+                for value in _values(self.element(src, tag).value):
+                    found.append((dictionary_keyword(tag), kind, value))
+        return found
+
+    # -- the walk ----------------------------------------------------------
+    def dataset(self, src: Dataset, depth: int, strict: bool) -> Dataset:
+        """Return the de-identified copy of ``src`` (a dataset or sequence item)."""
+        out = Dataset()
+        implicit, little = src.original_encoding
+        out.set_original_encoding(implicit, little, src.original_character_set)
+        out._parent_encoding = src._parent_encoding
+        creators = self._safe_private_blocks(src) if self._keep_private else set()
+        overlay_gone = self.profile.action_for(0x60003000) is Action.REMOVE
+        pairs = self._date_time_pairs(src) if self.profile.shifts_dates else {}
+        for tag in sorted(src._dict):
+            elem = src.get_item(tag)
+            group, number = tag >> 16, tag & 0xFFFF
+            if number == 0 or group == 2:
+                self.counts["X"] += 1
+                continue
+            if group & 1:
+                self._private(src, out, tag, elem, creators, depth)
+                continue
+            vr = _vr_of(tag, elem)
+            action = self.profile.action_for(tag)
+            if overlay_gone and group & 0xFF01 == 0x6000:
+                action = Action.REMOVE
+            if action is None:
+                action = self._unlisted(tag, vr, strict)
+            self.counts[action.value] += 1
+            if depth == 0 and tag in (_PATIENT_NAME, _PATIENT_ID):
+                continue  # written from the pseudonym by the caller
+            if tag == _ENCAPSULATED_DOCUMENT:
+                self.review.append("encapsulated document: its content cannot be de-identified")
+                out[tag] = elem
+                continue
+            self._apply(src, out, tag, elem, vr, action, depth, strict, pairs)
+        return out
+
+    def _apply(
+        self, src: Dataset, out: Dataset, tag: int, elem: Element, vr: str, action: Action,
+        depth: int, strict: bool, pairs: dict[int, str],
+    ) -> None:
+        if action is Action.REMOVE:
+            return
+        if vr == "SQ":
+            if action is Action.ZERO:
+                _set(out, tag, "SQ", Sequence())
+                return
+            items = self.element(src, tag).value or ()
+            inner_strict = strict or action is Action.DUMMY
+            _set(out, tag, "SQ", Sequence(
+                [self.dataset(item, depth + 1, inner_strict) for item in items]
+            ))
+            return
+        if action is Action.KEEP:
+            out[tag] = elem
+            return
+        if action is Action.ZERO:
+            _set(out, tag, vr, None if vr not in ("OB", "OW", "UN") else b"")
+            return
+        if vr == "UI":
+            values = [self._uid(v) for v in _values(self.element(src, tag).value)]
+            _set(out, tag, vr, values if len(values) != 1 else values[0])
+            return
+        if action is Action.DUMMY or action is Action.UID:
+            _set(out, tag, vr, dummy_value(vr))
+            return
+        # Action.CLEAN
+        if vr in _DATE_VRS:
+            self._shift(src, out, tag, vr, pairs)
+        elif vr in _TEXT_VRS or vr == "PN":
+            value = self.element(src, tag).value
+            cleaned = [self.identifiers.scrub(v) or DUMMY_TEXT for v in _values(value)]
+            _set(out, tag, vr, cleaned if len(cleaned) != 1 else cleaned[0])
+        else:
+            out[tag] = elem
+
+    def _unlisted(self, tag: int, vr: str, strict: bool) -> Action:
+        if vr == "SQ" or vr in _KEEP_VRS and dictionary_has_tag(tag):
+            return Action.KEEP
+        if not dictionary_has_tag(tag):
+            return Action.REMOVE
+        if vr == "UI":
+            return Action.UID
+        if vr == "PN":
+            return Action.DUMMY
+        if vr in _DATE_VRS:
+            if self.profile.keeps_dates:
+                return Action.KEEP
+            return Action.CLEAN if self.profile.shifts_dates else Action.DUMMY
+        if vr in _TEXT_VRS:
+            if tag in SAFE_TEXT_TAGS:
+                return Action.KEEP
+            return Action.DUMMY if strict else Action.CLEAN
+        return Action.REMOVE
+
+    def _uid(self, value: str) -> str:
+        new = self.lookup.uid(value)
+        if new != value:
+            self.uid_map[value] = new
+        return new
+
+    # -- dates ---------------------------------------------------------------
+    def _date_time_pairs(self, src: Dataset) -> dict[int, str]:
+        """Shifted values of Date/Time partners (StudyDate+StudyTime...) in ``src``."""
+        pseudonym = self.pseudonym
+        shifted: dict[int, str] = {}
+        if pseudonym is None:
+            return shifted
+        for date_tag in src._dict:
+            time_tag = _DATE_TIME_PARTNERS.get(date_tag)
+            if time_tag is None or time_tag not in src._dict:
+                continue
+            day = self.element(src, date_tag).value
+            time = self.element(src, time_tag).value
+            if not isinstance(day, str) or not isinstance(time, str) or not day or not time:
+                continue
+            new_day, new_time = dates.shift_date_time(
+                day, time, pseudonym.day_offset, pseudonym.second_offset
+            )
+            if new_day and new_time:
+                shifted[date_tag], shifted[time_tag] = new_day, new_time
+        return shifted
+
+    def _shift(self, src: Dataset, out: Dataset, tag: int, vr: str, pairs: dict[int, str]) -> None:
+        pseudonym = self.pseudonym
+        if tag in pairs:
+            _set(out, tag, vr, pairs[tag])
+            return
+        shifted: list[str] = []
+        for value in _values(self.element(src, tag).value):
+            if pseudonym is None:
+                new = None
+            elif vr == "DA":
+                new = dates.shift_date(value, pseudonym.day_offset)
+            elif vr == "TM":
+                new = dates.shift_time(value, pseudonym.second_offset)
+            else:
+                new = dates.shift_datetime(value, pseudonym.day_offset, pseudonym.second_offset)
+            shifted.append(new if new is not None else str(dummy_value(vr)))
+        _set(out, tag, vr, shifted if len(shifted) != 1 else (shifted[0] if shifted else None))
+
+    # -- private attributes ----------------------------------------------------
+    def _safe_private_blocks(self, src: Dataset) -> set[tuple[int, int]]:
+        safe = self.profile.safe_private_creators
+        blocks: set[tuple[int, int]] = set()
+        for tag in src._dict:
+            group, number = tag >> 16, tag & 0xFFFF
+            if group & 1 and 0x10 <= number <= 0xFF:
+                value = self.element(src, tag).value
+                if isinstance(value, bytes):
+                    value = value.decode("latin-1")
+                if isinstance(value, str) and value.strip() in safe:
+                    blocks.add((group, number))
+        return blocks
+
+    def _private(
+        self, src: Dataset, out: Dataset, tag: int, elem: Element,
+        creators: set[tuple[int, int]], depth: int,
+    ) -> None:
+        group, number = tag >> 16, tag & 0xFFFF
+        block = number if number <= 0xFF else number >> 8
+        if (group, block) not in creators or number < 0x10:
+            self.counts["X"] += 1
+            return
+        self.counts[self.profile.private_action.value] += 1
+        vr = str(elem.VR or "UN")
+        if vr == "SQ":
+            items = self.element(src, tag).value or ()
+            _set(out, tag, "SQ", Sequence([self.dataset(i, depth + 1, False) for i in items]))
+        elif vr in _TEXT_VRS and number > 0xFF:
+            value = self.element(src, tag).value
+            cleaned = [self.identifiers.scrub(v) or DUMMY_TEXT for v in _values(value)]
+            _set(out, tag, vr, cleaned if len(cleaned) != 1 else cleaned[0])
+        else:
+            out[tag] = elem
+
+

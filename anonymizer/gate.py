@@ -1,0 +1,83 @@
+"""The residual-PHI gate: after de-identification, look for the instance's own identifiers.
+
+Table E.1-1 and the cleaning of descriptors catch what they know about; the
+gate checks the result. Every remaining text value is scanned, private or
+not, at every depth: the text VRs, person names, and values of unknown VR
+(private data is often UN). Codes (CS), numbers, dates, UIDs and binary
+data are not text a person writes into, and pixel data is never decoded. A
+hit fails the instance with the path of the attribute and the kind of
+identifier, never the value itself.
+"""
+
+from __future__ import annotations
+
+from pydicom.charset import decode_bytes
+from pydicom.datadict import dictionary_has_tag, dictionary_keyword, dictionary_VR
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset
+
+from .errors import ResidualPHIError
+from .identifiers import Identifiers
+
+__all__ = ["check"]
+
+_SCAN_VRS = frozenset({"AE", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT", "UN"})
+
+
+def _name(tag: int) -> str:
+    keyword = dictionary_keyword(tag) if dictionary_has_tag(tag) else ""
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X}){' ' + keyword if keyword else ''}"
+
+
+def _vr(tag: int, elem: DataElement | RawDataElement) -> str:
+    if elem.VR:
+        return str(elem.VR)
+    if dictionary_has_tag(tag):
+        return str(dictionary_VR(tag))
+    return "UN"
+
+
+def _text(elem: DataElement | RawDataElement, encodings: str | list[str]) -> str:
+    value = elem.value
+    if isinstance(value, bytes):
+        if isinstance(elem, RawDataElement) and elem.VR not in (None, "UN", "OB"):
+            codecs = [encodings] if isinstance(encodings, str) else list(encodings)
+            return decode_bytes(value, codecs or ["iso8859"], set())
+        return value.decode("latin-1")
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v) for v in value)
+    return str(value)
+
+
+def check(ds: Dataset, identifiers: Identifiers, path: str = "") -> None:
+    """Raise :class:`ResidualPHIError` if any identifier occurs in ``ds``.
+
+    Parameters
+    ----------
+    ds : Dataset
+        The de-identified dataset (raw and converted elements alike).
+    identifiers : Identifiers
+        The original instance's identifiers.
+    path : str
+        Where ``ds`` sits, for the message.
+    """
+    if identifiers.pattern is None:
+        return
+    encodings = ds._character_set
+    for tag in sorted(ds._dict):
+        elem = ds.get_item(tag)
+        vr = _vr(tag, elem)
+        if vr == "SQ":
+            value = ds[tag].value
+            for index, item in enumerate(value or ()):
+                check(item, identifiers, f"{path}{_name(tag)}[{index}].")
+            continue
+        if vr not in _SCAN_VRS and not (tag >> 16 & 1 and vr in ("OB", "UN")):
+            continue
+        hit = identifiers.first_hit(_text(elem, encodings))
+        if hit is not None:
+            raise ResidualPHIError(
+                f"residual identifier ({hit} of the original) in {path}{_name(tag)}"
+            )
