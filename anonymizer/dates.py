@@ -62,7 +62,9 @@ def shift_datetime(value: str, days: int, seconds: int) -> str | None:
     year, month, day, hour, minute, second, frac, zone = match.groups()
     try:
         moment = dt.datetime(
-            int(year), int(month or 1), int(day or 1), int(hour or 0), int(minute or 0),
+            # a value without month or day stands for the middle of its period
+            int(year), int(month or 7), int(day or (15 if month else 1)), int(hour or 0),
+            int(minute or 0),
             min(int(second or 0), 59),
         )
         moment += dt.timedelta(days=days, seconds=seconds if hour is not None else 0)
