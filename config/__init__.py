@@ -1,0 +1,39 @@
+"""Configuration of a dicom-gateway node: schema, loading and validation.
+
+``load_config(path, environ, overrides)`` merges the embedded
+``default.toml``, a user TOML file, ``DICOM_GATEWAY_<SECTION>__<KEY>``
+environment variables and command-line overrides (each later one wins),
+validates every value and returns a frozen :class:`Settings`, or raises one
+:class:`ConfigError` listing every problem. Standard library only; imports no
+other project package.
+"""
+
+from .errors import ConfigError
+from .loader import CONFIG_ENV, ENV_PREFIX, LOG_LEVELS, Override, load_config
+from .schema import (
+    ANONYMIZER_OPTIONS,
+    AnonymizerSettings,
+    DatabaseSettings,
+    ListenerSettings,
+    LoggingSettings,
+    NodeSettings,
+    Settings,
+    StorageSettings,
+)
+
+__all__ = [
+    "ANONYMIZER_OPTIONS",
+    "CONFIG_ENV",
+    "ENV_PREFIX",
+    "LOG_LEVELS",
+    "AnonymizerSettings",
+    "ConfigError",
+    "DatabaseSettings",
+    "ListenerSettings",
+    "LoggingSettings",
+    "NodeSettings",
+    "Override",
+    "Settings",
+    "StorageSettings",
+    "load_config",
+]
