@@ -29,7 +29,6 @@ is not used because it converts every element and edits in place.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import MutableSequence
 
 from pydicom.datadict import (
     DicomDictionary,
@@ -40,8 +39,8 @@ from pydicom.datadict import (
 )
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
 
 from . import dates
 from .actions import Action
@@ -51,6 +50,7 @@ from .errors import AnonymizationError
 from .identifiers import IDENTIFIER_KEYWORDS, Identifiers
 from .profile import Option, Profile
 from .pseudonyms import Pseudonym, PseudonymLookup
+from .values import as_strings
 
 __all__ = ["Walker"]
 
@@ -67,6 +67,12 @@ _IDENTIFIER_TAGS: dict[int, str] = {
     for keyword, kind in IDENTIFIER_KEYWORDS.items()
     if (tag := tag_for_keyword(keyword)) is not None
 }
+#: every public PN tag (their values are identifiers) and the other identifier tags
+_COLLECT_KINDS: dict[int, str] = {
+    **{tag: "name" for tag, entry in DicomDictionary.items() if entry[0] == "PN"},
+    **_IDENTIFIER_TAGS,
+}
+_SQ_TAGS = frozenset(tag for tag, entry in DicomDictionary.items() if entry[0] == "SQ")
 #: DA tag -> TM tag of the same name (StudyDate -> StudyTime, ...): shifted as one instant
 _DATE_TIME_PARTNERS: dict[int, int] = {
     date_tag: time_tag
@@ -78,6 +84,7 @@ _DATE_TIME_PARTNERS: dict[int, int] = {
 _PATIENT_NAME = 0x00100010
 _PATIENT_ID = 0x00100020
 _ENCAPSULATED_DOCUMENT = 0x00420011
+_OVERLAY_DATA = 0x60003000
 
 
 def _vr_of(tag: int, elem: Element) -> str:
@@ -89,16 +96,10 @@ def _vr_of(tag: int, elem: Element) -> str:
     return "UN"
 
 
-def _values(value: object) -> list[str]:
-    if value is None or value == "":
-        return []
-    if isinstance(value, (MultiValue, list, tuple)):
-        return [str(v) for v in value]
-    return [str(value)]
-
-
-def _set(out: Dataset, tag: int, vr: str, value: object) -> None:
-    out.add(DataElement(tag, vr, value))
+def _one_or_many(values: list[str]) -> str | list[str] | None:
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else values
 
 
 class Walker:
@@ -122,6 +123,8 @@ class Walker:
         self.pseudonym: Pseudonym | None = None
         self._converted: dict[tuple[int, int], DataElement] = {}
         self._keep_private = Option.RETAIN_SAFE_PRIVATE in profile.options
+        self._overlay_gone = profile.action_for(_OVERLAY_DATA) is Action.REMOVE
+        self._plan = profile.plan_cache
 
     # -- reading the source without changing it ------------------------------
     def element(self, src: Dataset, tag: int) -> DataElement:
@@ -129,7 +132,7 @@ class Walker:
         key = (id(src), tag)
         found = self._converted.get(key)
         if found is None:
-            raw = src.get_item(tag)
+            raw = src.get_item(BaseTag(tag))
             if isinstance(raw, DataElement):
                 found = raw
             else:
@@ -137,10 +140,15 @@ class Walker:
                     found = convert_raw_data_element(raw, encoding=src._character_set, ds=src)
                 except (ValueError, TypeError, KeyError, NotImplementedError) as exc:
                     raise AnonymizationError(
-                        f"element {tag:08X} cannot be decoded: {type(exc).__name__}"
+                        f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) cannot be decoded: "
+                        f"{type(exc).__name__}"
                     ) from None
             self._converted[key] = found
         return found
+
+    def strings(self, src: Dataset, tag: int, elem: Element, vr: str) -> list[str]:
+        """The values of a string element, decoded the cheapest correct way."""
+        return as_strings(src, elem, vr, lambda: self.element(src, tag))
 
     def collect(self, src: Dataset, depth: int = 0) -> list[tuple[str, str, str]]:
         """Walk the source once for its identifiers, checking sequence depth."""
@@ -149,99 +157,77 @@ class Walker:
                 f"sequence nesting deeper than {self.profile.max_sequence_depth}"
             )
         found: list[tuple[str, str, str]] = []
-        for tag in src._dict:
-            raw = src.get_item(tag)
-            if tag >> 16 & 1:
-                continue
-            vr = _vr_of(tag, raw)
-            kind = "name" if vr == "PN" else _IDENTIFIER_TAGS.get(tag)
-            if vr == "SQ":
+        for base_tag, raw in src._dict.items():
+            tag = int(base_tag)
+            if raw.VR == "SQ" or raw.VR is None and tag in _SQ_TAGS:
                 for item in self.element(src, tag).value or ():
                     found += self.collect(item, depth + 1)
-            elif kind is not None and self.profile.action_for(tag) is not Action.KEEP:
-                for value in _values(self.element(src, tag).value):
-                    found.append((dictionary_keyword(tag), kind, value))
+                continue
+            kind = _COLLECT_KINDS.get(tag)
+            if kind is not None and self.profile.action_for(tag) is not Action.KEEP:
+                keyword = dictionary_keyword(tag)
+                vr = "PN" if kind == "name" else _vr_of(tag, raw)
+                found += [(keyword, kind, v) for v in self.strings(src, tag, raw, vr)]
         return found
 
     # -- the walk ----------------------------------------------------------
     def dataset(self, src: Dataset, depth: int, strict: bool) -> Dataset:
-        """Return the de-identified copy of ``src`` (a dataset or sequence item)."""
+        """Return the de-identified copy of ``src`` (a dataset or sequence item).
+
+        ``strict`` is set inside a sequence whose action is D: unlisted text
+        there gets a dummy instead of being cleaned.
+        """
         out = Dataset()
         implicit, little = src.original_encoding
         out.set_original_encoding(implicit, little, src.original_character_set)
         out._parent_encoding = src._parent_encoding
         creators = self._safe_private_blocks(src) if self._keep_private else set()
-        overlay_gone = self.profile.action_for(0x60003000) is Action.REMOVE
         pairs = self._date_time_pairs(src) if self.profile.shifts_dates else {}
-        for tag in sorted(src._dict):
-            elem = src.get_item(tag)
+        plan = self._plan
+        counts = self.counts
+        for base_tag, elem in src._dict.items():
+            tag = int(base_tag)
             group, number = tag >> 16, tag & 0xFFFF
             if number == 0 or group == 2:
-                self.counts["X"] += 1
+                counts["X"] += 1
                 continue
             if group & 1:
                 self._private(src, out, tag, elem, creators, depth)
                 continue
-            vr = _vr_of(tag, elem)
-            action = self.profile.action_for(tag)
-            if overlay_gone and group & 0xFF01 == 0x6000:
-                action = Action.REMOVE
-            if action is None:
-                action = self._unlisted(tag, vr, strict)
-            self.counts[action.value] += 1
+            key = (tag, elem.VR, strict)
+            decided = plan.get(key)
+            if decided is None:
+                decided = plan[key] = self._decide(tag, elem, strict)
+            vr, action = decided
+            counts[action.value] += 1
+            if action is Action.REMOVE:
+                continue
+            if action is Action.KEEP and vr != "SQ":
+                out._dict[base_tag] = elem if elem.value is not None else src.get_item(base_tag)
+                continue
             if depth == 0 and tag in (_PATIENT_NAME, _PATIENT_ID):
                 continue  # written from the pseudonym by the caller
             if tag == _ENCAPSULATED_DOCUMENT:
                 self.review.append("encapsulated document: its content cannot be de-identified")
-                out[tag] = elem
+                out[base_tag] = src.get_item(base_tag)
                 continue
             self._apply(src, out, tag, elem, vr, action, depth, strict, pairs)
         return out
 
-    def _apply(
-        self, src: Dataset, out: Dataset, tag: int, elem: Element, vr: str, action: Action,
-        depth: int, strict: bool, pairs: dict[int, str],
-    ) -> None:
-        if action is Action.REMOVE:
-            return
-        if vr == "SQ":
-            if action is Action.ZERO:
-                _set(out, tag, "SQ", Sequence())
-                return
-            items = self.element(src, tag).value or ()
-            inner_strict = strict or action is Action.DUMMY
-            _set(out, tag, "SQ", Sequence(
-                [self.dataset(item, depth + 1, inner_strict) for item in items]
-            ))
-            return
-        if action is Action.KEEP:
-            out[tag] = elem
-            return
-        if action is Action.ZERO:
-            _set(out, tag, vr, None if vr not in ("OB", "OW", "UN") else b"")
-            return
-        if vr == "UI":
-            values = [self._uid(v) for v in _values(self.element(src, tag).value)]
-            _set(out, tag, vr, values if len(values) != 1 else values[0])
-            return
-        if action is Action.DUMMY or action is Action.UID:
-            _set(out, tag, vr, dummy_value(vr))
-            return
-        # Action.CLEAN
-        if vr in _DATE_VRS:
-            self._shift(src, out, tag, vr, pairs)
-        elif vr in _TEXT_VRS or vr == "PN":
-            value = self.element(src, tag).value
-            cleaned = [self.identifiers.scrub(v) or DUMMY_TEXT for v in _values(value)]
-            _set(out, tag, vr, cleaned if len(cleaned) != 1 else cleaned[0])
-        else:
-            out[tag] = elem
+    def _decide(self, tag: int, elem: Element, strict: bool) -> tuple[str, Action]:
+        vr = _vr_of(tag, elem)
+        action = self.profile.action_for(tag)
+        if self._overlay_gone and tag >> 16 & 0xFF01 == 0x6000:
+            action = Action.REMOVE
+        if action is None:
+            action = self._unlisted(tag, vr, strict)
+        return vr, action
 
     def _unlisted(self, tag: int, vr: str, strict: bool) -> Action:
-        if vr == "SQ" or vr in _KEEP_VRS and dictionary_has_tag(tag):
-            return Action.KEEP
         if not dictionary_has_tag(tag):
-            return Action.REMOVE
+            return Action.REMOVE  # an unknown public attribute: nobody can say it is safe
+        if vr == "SQ" or vr in _KEEP_VRS:
+            return Action.KEEP
         if vr == "UI":
             return Action.UID
         if vr == "PN":
@@ -256,6 +242,41 @@ class Walker:
             return Action.DUMMY if strict else Action.CLEAN
         return Action.REMOVE
 
+    def _apply(
+        self, src: Dataset, out: Dataset, tag: int, elem: Element, vr: str, action: Action,
+        depth: int, strict: bool, pairs: dict[int, str],
+    ) -> None:
+        if vr == "SQ":
+            if action is Action.ZERO:
+                out.add(DataElement(tag, "SQ", Sequence()))
+                return
+            items = self.element(src, tag).value or ()
+            inner_strict = strict or action is Action.DUMMY
+            out.add(DataElement(tag, "SQ", Sequence(
+                [self.dataset(item, depth + 1, inner_strict) for item in items]
+            )))
+        elif action is Action.ZERO:
+            out.add(DataElement(tag, vr, b"" if vr in ("OB", "OW", "UN") else None))
+        elif vr == "UI":
+            values = [self._uid(v) for v in self.strings(src, tag, elem, vr)]
+            out.add(DataElement(tag, vr, _one_or_many(values)))
+        elif action is Action.DUMMY or action is Action.UID:
+            out.add(DataElement(tag, vr, dummy_value(vr)))
+        elif vr in _DATE_VRS:  # Action.CLEAN on a date: shift it
+            out.add(DataElement(tag, vr, self._shift(src, tag, elem, vr, pairs)))
+        elif vr in _TEXT_VRS or vr == "PN":  # Action.CLEAN on text: remove identifiers
+            self._clean(src, out, tag, elem, vr)
+        else:
+            out._dict[BaseTag(tag)] = src.get_item(BaseTag(tag))
+
+    def _clean(self, src: Dataset, out: Dataset, tag: int, elem: Element, vr: str) -> None:
+        values = self.strings(src, tag, elem, vr)
+        cleaned = [self.identifiers.scrub(v) for v in values]
+        if cleaned == values:
+            out._dict[BaseTag(tag)] = elem
+        else:
+            out.add(DataElement(tag, vr, _one_or_many([c or DUMMY_TEXT for c in cleaned])))
+
     def _uid(self, value: str) -> str:
         new = self.lookup.uid(value)
         if new != value:
@@ -269,28 +290,30 @@ class Walker:
         shifted: dict[int, str] = {}
         if pseudonym is None:
             return shifted
-        for date_tag in src._dict:
+        for base_tag in src._dict:
+            date_tag = int(base_tag)
             time_tag = _DATE_TIME_PARTNERS.get(date_tag)
             if time_tag is None or time_tag not in src._dict:
                 continue
-            day = self.element(src, date_tag).value
-            time = self.element(src, time_tag).value
-            if not isinstance(day, str) or not isinstance(time, str) or not day or not time:
+            days = self.strings(src, date_tag, src._dict[base_tag], "DA")
+            times = self.strings(src, time_tag, src._dict[BaseTag(time_tag)], "TM")
+            if len(days) != 1 or len(times) != 1:
                 continue
             new_day, new_time = dates.shift_date_time(
-                day, time, pseudonym.day_offset, pseudonym.second_offset
+                days[0], times[0], pseudonym.day_offset, pseudonym.second_offset
             )
             if new_day and new_time:
                 shifted[date_tag], shifted[time_tag] = new_day, new_time
         return shifted
 
-    def _shift(self, src: Dataset, out: Dataset, tag: int, vr: str, pairs: dict[int, str]) -> None:
-        pseudonym = self.pseudonym
+    def _shift(
+        self, src: Dataset, tag: int, elem: Element, vr: str, pairs: dict[int, str]
+    ) -> str | list[str] | None:
         if tag in pairs:
-            _set(out, tag, vr, pairs[tag])
-            return
+            return pairs[tag]
+        pseudonym = self.pseudonym
         shifted: list[str] = []
-        for value in _values(self.element(src, tag).value):
+        for value in self.strings(src, tag, elem, vr):
             if pseudonym is None:
                 new = None
             elif vr == "DA":
@@ -300,19 +323,17 @@ class Walker:
             else:
                 new = dates.shift_datetime(value, pseudonym.day_offset, pseudonym.second_offset)
             shifted.append(new if new is not None else str(dummy_value(vr)))
-        _set(out, tag, vr, shifted if len(shifted) != 1 else (shifted[0] if shifted else None))
+        return _one_or_many(shifted)
 
     # -- private attributes ----------------------------------------------------
     def _safe_private_blocks(self, src: Dataset) -> set[tuple[int, int]]:
         safe = self.profile.safe_private_creators
         blocks: set[tuple[int, int]] = set()
-        for tag in src._dict:
-            group, number = tag >> 16, tag & 0xFFFF
+        for base_tag, elem in src._dict.items():
+            group, number = base_tag >> 16, base_tag & 0xFFFF
             if group & 1 and 0x10 <= number <= 0xFF:
-                value = self.element(src, tag).value
-                if isinstance(value, bytes):
-                    value = value.decode("latin-1")
-                if isinstance(value, str) and value.strip() in safe:
+                creator = self.strings(src, int(base_tag), elem, "LO")
+                if creator and creator[0].strip() in safe:
                     blocks.add((group, number))
         return blocks
 
@@ -322,19 +343,17 @@ class Walker:
     ) -> None:
         group, number = tag >> 16, tag & 0xFFFF
         block = number if number <= 0xFF else number >> 8
-        if (group, block) not in creators or number < 0x10:
+        if number < 0x10 or (group, block) not in creators:
             self.counts["X"] += 1
             return
         self.counts[self.profile.private_action.value] += 1
         vr = str(elem.VR or "UN")
         if vr == "SQ":
             items = self.element(src, tag).value or ()
-            _set(out, tag, "SQ", Sequence([self.dataset(i, depth + 1, False) for i in items]))
+            out.add(DataElement(tag, "SQ", Sequence(
+                [self.dataset(item, depth + 1, False) for item in items]
+            )))
         elif vr in _TEXT_VRS and number > 0xFF:
-            value = self.element(src, tag).value
-            cleaned = [self.identifiers.scrub(v) or DUMMY_TEXT for v in _values(value)]
-            _set(out, tag, vr, cleaned if len(cleaned) != 1 else cleaned[0])
+            self._clean(src, out, tag, elem, vr)
         else:
-            out[tag] = elem
-
-
+            out._dict[BaseTag(tag)] = src.get_item(BaseTag(tag))

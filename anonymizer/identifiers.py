@@ -45,11 +45,14 @@ IDENTIFIER_KEYWORDS: dict[str, str] = {
 }
 
 _SPLIT_ADDRESS = re.compile(r"[\^,;\r\n]+")
+_SPLIT_NAME = re.compile(r"[\^=]+")
+_EIGHT_DIGITS = re.compile(r"\d{8}")
+_SPACES = re.compile(r"[ \t]{2,}")
 
 
 def _date_spellings(value: str) -> list[str]:
     value = value.strip()
-    if not re.fullmatch(r"\d{8}", value):
+    if not _EIGHT_DIGITS.fullmatch(value):
         return [value]
     y, m, d = value[:4], value[4:6], value[6:]
     return [value, f"{y}-{m}-{d}", f"{d}.{m}.{y}", f"{m}/{d}/{y}", f"{d}/{m}/{y}"]
@@ -58,7 +61,7 @@ def _date_spellings(value: str) -> list[str]:
 def _tokens(kind: str, value: str) -> list[str]:
     value = value.strip().strip("\0")
     if kind == "name":
-        parts = re.split(r"[\^=]+", value)
+        parts = _SPLIT_NAME.split(value)
         return [p.strip() for p in parts if len(p.strip()) >= 2]
     if kind == "date":
         return _date_spellings(value)
@@ -101,7 +104,7 @@ class Identifiers:
         cleaned, count = self.pattern.subn("", text)
         if not count:
             return text
-        return re.sub(r"[ \t]{2,}", " ", cleaned).strip()
+        return _SPACES.sub(" ", cleaned).strip()
 
     def first_hit(self, text: str) -> str | None:
         """The keyword whose value occurs in ``text``, or None."""

@@ -113,6 +113,10 @@ class Profile:
         default=(), repr=False, compare=False
     )
     private_action: Action = Action.REMOVE
+    #: the engine's memo of (tag, VR as read, strict) -> (VR, action); derived, not state
+    plan_cache: dict[tuple[int, str | None, bool], tuple[str, Action]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     @classmethod
     def build(

@@ -101,7 +101,7 @@ def load_table() -> Table:
         621 rows; exact tags in ``by_tag``, the 50xx/60xx groups in
         ``repeating`` and the private-attribute row in ``private``.
     """
-    text = resources.files(__package__).joinpath("_standard/ps315_e1_1.csv").read_text(
+    text = resources.files("anonymizer._standard").joinpath("ps315_e1_1.csv").read_text(
         encoding="utf-8"
     )
     rows: list[TableRow] = []

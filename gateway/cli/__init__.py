@@ -60,6 +60,7 @@ def main(ctx: click.Context, config_path: Path | None, verbose: int, quiet: bool
 # its line here and nothing else.
 # ---------------------------------------------------------------------------
 _COMMANDS: list[str] = [
+    "gateway.cli.anonymize:anonymize",
     "gateway.cli.config:config",
 ]
 

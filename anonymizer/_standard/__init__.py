@@ -1,0 +1,1 @@
+"""PS3.15 Table E.1-1 as package data (see README.md here)."""

@@ -1,0 +1,80 @@
+"""Reading element values cheaply, without changing the dataset they belong to.
+
+A value the engine only inspects (a UID to replace, a date to shift, a text
+to clean) is decoded straight from the element's raw bytes when its VR is
+ASCII by definition (PS3.5 6.2: DA, DT, TM, UI, CS, AS, DS, IS) or when the
+dataset's character set is the default repertoire, Latin-1 or UTF-8.
+Anything else goes through pydicom's own conversion, which handles ISO 2022
+escapes and the multi-byte sets. Either way the source dataset is left as it
+was: converted elements are cached by the caller, never stored back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+
+__all__ = ["ASCII_VRS", "SINGLE_VALUED_TEXT_VRS", "as_strings", "fast_codec"]
+
+#: VRs whose values are ASCII whatever the character set
+ASCII_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "TM", "UI", "UR"})
+#: VRs whose value is one text, backslash included (PS3.5 6.2)
+SINGLE_VALUED_TEXT_VRS = frozenset({"LT", "ST", "UT", "UR"})
+
+_LATIN1 = {"iso8859", "latin_1", "iso_ir_100", "iso8859_1"}
+_UTF8 = {"UTF8", "utf_8", "utf8"}
+
+
+def fast_codec(encodings: str | list[str]) -> str | None:
+    """The Python codec to decode text with, or None when pydicom must do it."""
+    names = {encodings} if isinstance(encodings, str) else set(encodings)
+    if not names or names <= _LATIN1:
+        return "latin-1"
+    if names <= _UTF8:
+        return "utf-8"
+    return None
+
+
+def _split(text: str, vr: str) -> list[str]:
+    text = text.rstrip(" \0") if vr != "UI" else text.rstrip("\0 ")
+    if not text:
+        return []
+    if vr in SINGLE_VALUED_TEXT_VRS:
+        return [text]
+    return [v.strip(" \0") for v in text.split("\\")]
+
+
+def as_strings(
+    src: Dataset,
+    elem: DataElement | RawDataElement,
+    vr: str,
+    convert: Callable[[], DataElement],
+) -> list[str]:
+    """The values of a string element as Python strings.
+
+    Parameters
+    ----------
+    src : Dataset
+        The dataset holding ``elem`` (for its character set).
+    elem : DataElement or RawDataElement
+        The element as stored in ``src``.
+    vr : str
+        Its VR.
+    convert : callable
+        Returns the converted element when the fast path does not apply.
+    """
+    if isinstance(elem, RawDataElement) and isinstance(elem.value, bytes):
+        if vr in ASCII_VRS:
+            return _split(elem.value.decode("latin-1"), vr)
+        codec = fast_codec(src._character_set)
+        if codec is not None:
+            return _split(elem.value.decode(codec, "replace"), vr)
+    value = convert().value
+    if value is None or value == "":
+        return []
+    if isinstance(value, (MultiValue, list, tuple)):
+        return [str(v) for v in value]
+    return [str(value)]
