@@ -35,6 +35,7 @@ from pydicom.datadict import (
     dictionary_has_tag,
     dictionary_keyword,
     dictionary_VR,
+    repeater_has_tag,
     tag_for_keyword,
 )
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
@@ -87,11 +88,16 @@ _ENCAPSULATED_DOCUMENT = 0x00420011
 _OVERLAY_DATA = 0x60003000
 
 
+def _known(tag: int) -> bool:
+    """In the DICOM dictionary, repeating groups (50xx, 60xx) included."""
+    return dictionary_has_tag(tag) or repeater_has_tag(tag)
+
+
 def _vr_of(tag: int, elem: Element) -> str:
     vr = elem.VR
     if vr and vr != "UN":
         return str(vr)
-    if dictionary_has_tag(tag):
+    if _known(tag):
         return str(dictionary_VR(tag)).split(" or ")[0]
     return "UN"
 
@@ -188,7 +194,7 @@ class Walker:
         for base_tag, elem in src._dict.items():
             tag = int(base_tag)
             group, number = tag >> 16, tag & 0xFFFF
-            if number == 0 or group == 2:
+            if number == 0 or group <= 2:  # group lengths, command and meta elements
                 counts["X"] += 1
                 continue
             if group & 1:
@@ -224,7 +230,7 @@ class Walker:
         return vr, action
 
     def _unlisted(self, tag: int, vr: str, strict: bool) -> Action:
-        if not dictionary_has_tag(tag):
+        if not _known(tag):
             return Action.REMOVE  # an unknown public attribute: nobody can say it is safe
         if vr == "SQ" or vr in _KEEP_VRS:
             return Action.KEEP

@@ -1,0 +1,77 @@
+"""Shared fixtures: strict pydicom, the de-identification secret, corpora, tools.
+
+Factories yield what a test needs and clean up after themselves; tools nobody
+here wrote (DCMTK, dicom3tools) are found or the test fails saying how to get
+them, never skips.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom.config
+import pytest
+
+from tests.corpus import Corpus, make_planted_corpus, make_valid_study
+
+#: a fixed secret so that test outputs are reproducible
+TEST_KEY_HEX = "5eed" * 16
+
+
+@pytest.fixture(autouse=True)
+def strict_pydicom() -> Iterator[None]:
+    """Writing invalid values raises (pydicom's default only warns)."""
+    settings = pydicom.config.settings
+    before = settings.writing_validation_mode
+    settings.writing_validation_mode = pydicom.config.RAISE
+    yield
+    settings.writing_validation_mode = before
+
+
+@pytest.fixture(autouse=True)
+def restore_loggers() -> Iterator[None]:
+    """The CLI configures logging; put the loggers back so caplog keeps working."""
+    names = ["", "gateway", "storage", "anonymizer", "config", "pynetdicom"]
+    saved = {
+        name: (logging.getLogger(name).level, list(logging.getLogger(name).handlers),
+               logging.getLogger(name).propagate)
+        for name in names
+    }
+    yield
+    for name, (level, handlers, propagate) in saved.items():
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        logger.handlers[:] = handlers
+        logger.propagate = propagate
+
+
+@pytest.fixture
+def gateway_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for CLI runs: the test secret and a private data folder."""
+    return {
+        "DICOM_GATEWAY_HMAC_KEY": TEST_KEY_HEX,
+        "DICOM_GATEWAY_STORAGE__DATA_DIR": str(tmp_path / "var"),
+    }
+
+
+@pytest.fixture(scope="session")
+def planted_corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
+    """Objects with PHI planted in every Table E.1-1 attribute they can carry."""
+    return make_planted_corpus(tmp_path_factory.mktemp("planted"))
+
+
+@pytest.fixture(scope="session")
+def valid_study(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
+    """IOD-valid objects of two patients (three studies) with realistic fake PHI."""
+    return make_valid_study(tmp_path_factory.mktemp("valid"))
+
+
+def require_tool(name: str, package: str) -> str:
+    """The path of a program, or a failure naming the Debian package that has it."""
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
+    if found is None:
+        pytest.fail(f"{name} not found: install Debian package {package} (scripts/test does this)")
+    return found
