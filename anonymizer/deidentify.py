@@ -20,7 +20,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, UID
 
 from . import gate
-from .engine import Walker
+from .engine import DOCUMENT_SOP_CLASSES, Walker
 from .errors import AnonymizationError
 from .identifiers import Identifiers
 from .profile import Profile
@@ -168,6 +168,7 @@ def anonymize(ds: Dataset, profile: Profile, lookup: PseudonymLookup) -> Result:
     if "SOPInstanceUID" not in ds or "SOPClassUID" not in ds:
         raise AnonymizationError("SOPInstanceUID or SOPClassUID is missing")
     walker = Walker(profile, lookup)
+    walker.keep_document = str(ds.SOPClassUID) in DOCUMENT_SOP_CLASSES
     try:
         walker.identifiers = Identifiers.build(walker.collect(ds))
         key = _patient_key(ds)

@@ -85,6 +85,8 @@ _DATE_TIME_PARTNERS: dict[int, int] = {
 _PATIENT_NAME = 0x00100010
 _PATIENT_ID = 0x00100020
 _ENCAPSULATED_DOCUMENT = 0x00420011
+#: Encapsulated PDF, CDA, STL, OBJ and MTL Storage (PS3.4 B.5): the document is the content
+DOCUMENT_SOP_CLASSES = frozenset(f"1.2.840.10008.5.1.4.1.1.104.{n}" for n in range(1, 6))
 _OVERLAY_DATA = 0x60003000
 
 
@@ -131,6 +133,8 @@ class Walker:
         self._keep_private = Option.RETAIN_SAFE_PRIVATE in profile.options
         self._overlay_gone = profile.action_for(_OVERLAY_DATA) is Action.REMOVE
         self._plan = profile.plan_cache
+        #: set for an encapsulated-document instance: its document is kept for review
+        self.keep_document = False
 
     # -- reading the source without changing it ------------------------------
     def element(self, src: Dataset, tag: int) -> DataElement:
@@ -213,7 +217,7 @@ class Walker:
                 continue
             if depth == 0 and tag in (_PATIENT_NAME, _PATIENT_ID):
                 continue  # written from the pseudonym by the caller
-            if tag == _ENCAPSULATED_DOCUMENT:
+            if tag == _ENCAPSULATED_DOCUMENT and depth == 0 and self.keep_document:
                 self.review.append("encapsulated document: its content cannot be de-identified")
                 out[base_tag] = src.get_item(base_tag)
                 continue
@@ -270,8 +274,12 @@ class Walker:
             out.add(DataElement(tag, vr, dummy_value(vr)))
         elif vr in _DATE_VRS:  # Action.CLEAN on a date: shift it
             out.add(DataElement(tag, vr, self._shift(src, tag, elem, vr, pairs)))
-        elif vr in _TEXT_VRS or vr == "PN":  # Action.CLEAN on text: remove identifiers
+        elif vr in _TEXT_VRS or vr in ("PN", "CS"):  # Action.CLEAN on text: remove identifiers
             self._clean(src, out, tag, elem, vr)
+        elif vr in ("OB", "UN"):  # Action.CLEAN on bytes: overwrite identifiers in place
+            value = self.element(src, tag).value
+            cleaned = self.identifiers.blank(value) if isinstance(value, bytes) else value
+            out.add(DataElement(tag, vr, cleaned))
         else:
             out._dict[BaseTag(tag)] = src.get_item(BaseTag(tag))
 

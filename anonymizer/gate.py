@@ -2,10 +2,12 @@
 
 Table E.1-1 and the cleaning of descriptors catch what they know about; the
 gate checks the result. Every remaining text value is scanned, private or
-not, at every depth: the text VRs, person names, and values of unknown VR
-(private data is often UN). Codes (CS), numbers, dates, UIDs and binary
-data are not text a person writes into, and pixel data is never decoded. A
-hit fails the instance with the path of the attribute and the kind of
+not, at every depth: the text VRs, person names, code strings, and values
+of unknown VR (private data is often UN). Code strings count because a
+device can write a name into one; a patient whose name is also a code word
+(HEAD) is then held for review rather than risked. Numbers, dates, UIDs and
+binary data are not text a person writes into, and pixel data is never
+decoded. A hit fails the instance with the path of the attribute and the kind of
 identifier, never the value itself.
 """
 
@@ -21,7 +23,15 @@ from .identifiers import Identifiers
 
 __all__ = ["check"]
 
-_SCAN_VRS = frozenset({"AE", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT", "UN"})
+_SCAN_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT", "UN"})
+_BINARY_VRS = frozenset({"OB", "OW", "UN"})
+#: bulk data: images, waveforms, lookup tables, overlays and documents under review
+_BULK_TAGS = frozenset(
+    {0x7FE00008, 0x7FE00009, 0x7FE00010, 0x54001010, 0x56000020, 0x00283006, 0x00281201,
+     0x00281202, 0x00281203, 0x00281221, 0x00281222, 0x00281223, 0x00420011}
+)
+#: binary values longer than this are bulk data, not text
+_MAX_SCANNED_BINARY = 65536
 
 
 def _name(tag: int) -> str:
@@ -74,7 +84,12 @@ def check(ds: Dataset, identifiers: Identifiers, path: str = "") -> None:
             for index, item in enumerate(value or ()):
                 check(item, identifiers, f"{path}{_name(tag)}[{index}].")
             continue
-        if vr not in _SCAN_VRS and not (tag >> 16 & 1 and vr in ("OB", "UN")):
+        if vr in _BINARY_VRS:
+            value = elem.value
+            if (tag in _BULK_TAGS or tag >> 16 & 0xFF01 == 0x6000
+                    or not isinstance(value, bytes) or len(value) > _MAX_SCANNED_BINARY):
+                continue
+        elif vr not in _SCAN_VRS:
             continue
         hit = identifiers.first_hit(_text(elem, encodings))
         if hit is not None:

@@ -106,6 +106,19 @@ class Identifiers:
             return text
         return _SPACES.sub(" ", cleaned).strip()
 
+    def blank(self, data: bytes) -> bytes:
+        """Overwrite identifiers in binary data with spaces, keeping every offset.
+
+        Binary attributes that the profile cleans (MakerNote, SOP
+        authorization data) have a structure that text removal would break;
+        overwriting in place keeps their length and layout.
+        """
+        if self.pattern is None or not data:
+            return data
+        text = data.decode("latin-1")
+        cleaned = self.pattern.sub(lambda m: " " * len(m.group(0)), text)
+        return data if cleaned == text else cleaned.encode("latin-1")
+
     def first_hit(self, text: str) -> str | None:
         """The keyword whose value occurs in ``text``, or None."""
         if self.pattern is None or not text:
