@@ -113,15 +113,15 @@ def _errno(exc: OSError) -> str:
     return exc.strerror.lower() if exc.strerror else type(exc).__name__
 
 
-def _fail_reason(exc: BaseException) -> str:
+def _fail_reason(exc: BaseException, profile: Profile) -> str:
     if isinstance(exc, AnonymizationError):
         return str(exc)
+    if isinstance(exc, RecursionError):  # pydicom reads undefined-length sequences recursively
+        return f"sequence nesting deeper than {profile.max_sequence_depth}"
     if isinstance(exc, EOFError):
         return "truncated: the file ends inside an element"
     if isinstance(exc, OSError):
         return f"cannot be read or written ({_errno(exc)})"
-    if isinstance(exc, RecursionError):
-        return "sequence nesting too deep to process"
     return f"malformed DICOM ({type(exc).__name__})"
 
 
@@ -169,7 +169,7 @@ def deidentify_file(
     except InvalidDicomError:
         return FileReport(source, Outcome.NOT_DICOM, "not a DICOM file")
     except Exception as exc:  # pydicom raises many types on broken input
-        return FileReport(source, Outcome.FAILED, _fail_reason(exc))
+        return FileReport(source, Outcome.FAILED, _fail_reason(exc, profile))
     meta = getattr(ds, "file_meta", None)
     if meta is not None and str(meta.get("MediaStorageSOPClassUID", "")) == _MEDIA_DIRECTORY:
         return FileReport(source, Outcome.MEDIA_DIRECTORY, "DICOMDIR: not copied")
@@ -185,7 +185,7 @@ def deidentify_file(
         target = _output_path(out_root, result)
         write_atomically(result, target)
     except Exception as exc:
-        return FileReport(source, Outcome.FAILED, _fail_reason(exc))
+        return FileReport(source, Outcome.FAILED, _fail_reason(exc, profile))
     return FileReport(source, Outcome.DEIDENTIFIED, output=target)
 
 

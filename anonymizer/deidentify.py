@@ -176,7 +176,9 @@ def anonymize(ds: Dataset, profile: Profile, lookup: PseudonymLookup) -> Result:
         walker.pseudonym = pseudonym
         out = walker.dataset(ds, 0, False)
     except RecursionError:
-        raise AnonymizationError("sequence nesting too deep to process") from None
+        raise AnonymizationError(
+            f"sequence nesting deeper than {profile.max_sequence_depth}"
+        ) from None
     _mark(out, profile, pseudonym)
     review = _review_reasons(ds, profile) + walker.review
     meta = FileMetaDataset()

@@ -24,7 +24,7 @@ _DUMMIES: dict[str, object] = {
     "IS": "0",
     "LO": DUMMY_TEXT,
     "LT": DUMMY_TEXT,
-    "PN": DUMMY_TEXT,
+    "PN": DUMMY_TEXT + "^",
     "SH": DUMMY_TEXT,
     "ST": DUMMY_TEXT,
     "UC": DUMMY_TEXT,

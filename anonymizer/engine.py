@@ -46,7 +46,7 @@ from pydicom.tag import BaseTag
 from . import dates
 from .actions import Action
 from .allowlist import SAFE_TEXT_TAGS
-from .dummies import DUMMY_TEXT, dummy_value
+from .dummies import dummy_value
 from .errors import AnonymizationError
 from .identifiers import IDENTIFIER_KEYWORDS, Identifiers
 from .profile import Option, Profile
@@ -161,7 +161,11 @@ class Walker:
         return as_strings(src, elem, vr, lambda: self.element(src, tag))
 
     def collect(self, src: Dataset, depth: int = 0) -> list[tuple[str, str, str]]:
-        """Walk the source once for its identifiers, checking sequence depth."""
+        """Walk the source once for its identifiers, checking depth and truncation.
+
+        pydicom accepts a value cut short by the end of the file; a truncated
+        instance is refused here instead of being stored with part of its data.
+        """
         if depth > self.profile.max_sequence_depth:
             raise AnonymizationError(
                 f"sequence nesting deeper than {self.profile.max_sequence_depth}"
@@ -169,6 +173,12 @@ class Walker:
         found: list[tuple[str, str, str]] = []
         for base_tag, raw in src._dict.items():
             tag = int(base_tag)
+            if (isinstance(raw, RawDataElement) and isinstance(raw.value, bytes)
+                    and raw.length != 0xFFFFFFFF and len(raw.value) != raw.length):
+                raise AnonymizationError(
+                    f"truncated: ({tag >> 16:04X},{tag & 0xFFFF:04X}) holds "
+                    f"{len(raw.value)} of its {raw.length} bytes"
+                )
             if raw.VR == "SQ" or raw.VR is None and tag in _SQ_TAGS:
                 for item in self.element(src, tag).value or ():
                     found += self.collect(item, depth + 1)
@@ -289,7 +299,8 @@ class Walker:
         if cleaned == values:
             out._dict[BaseTag(tag)] = elem
         else:
-            out.add(DataElement(tag, vr, _one_or_many([c or DUMMY_TEXT for c in cleaned])))
+            dummy = str(dummy_value(vr))
+            out.add(DataElement(tag, vr, _one_or_many([c or dummy for c in cleaned])))
 
     def _uid(self, value: str) -> str:
         new = self.lookup.uid(value)

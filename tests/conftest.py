@@ -8,12 +8,14 @@ them, never skips.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pydicom.config
 import pytest
+from click.testing import CliRunner, Result
 
 from tests.corpus import Corpus, make_planted_corpus, make_valid_study
 
@@ -75,3 +77,22 @@ def require_tool(name: str, package: str) -> str:
     if found is None:
         pytest.fail(f"{name} not found: install Debian package {package} (scripts/test does this)")
     return found
+
+
+@pytest.fixture
+def cli(gateway_env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> Callable[..., Result]:
+    """Invoke ``dicom-gateway`` in-process with a clean environment and the test secret."""
+    from gateway.cli import main
+
+    monkeypatch.chdir(tmp_path)
+
+    def invoke(*args: str, **env: str) -> Result:
+        environment: dict[str, str | None] = {
+            name: None for name in os.environ if name.startswith("DICOM_GATEWAY_")
+        }
+        environment.update(gateway_env)
+        environment.update(env)
+        return CliRunner().invoke(main, list(args), env=environment, catch_exceptions=False)
+
+    return invoke
