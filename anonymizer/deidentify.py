@@ -14,9 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import data_element_generator
+from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, UID
 
 from . import gate
@@ -25,12 +31,15 @@ from .errors import AnonymizationError
 from .identifiers import Identifiers
 from .profile import Profile
 from .pseudonyms import PatientKey, Pseudonym, PseudonymLookup
+from .values import encode, fast_codec
 
 __all__ = ["anonymize", "Result", "OriginalStudy", "IMPLEMENTATION_CLASS_UID"]
 
 #: This implementation's class UID (PS3.7 D.3.3.2), a 2.25 UUID UID.
 IMPLEMENTATION_CLASS_UID = UID("2.25.265460895359661878355929324491037677409")
 IMPLEMENTATION_VERSION_NAME = "DICOMGW_0_1"
+_PATIENT_NAME = 0x00100010
+_PATIENT_ID = 0x00100020
 
 
 @dataclass(frozen=True)
@@ -75,39 +84,55 @@ class Result:
     pseudonym: Pseudonym
     study: OriginalStudy = field(repr=False)
     options: tuple[str, ...]
-
-    @property
-    def sop_instance_uid(self) -> str:
-        return str(self.dataset.SOPInstanceUID)
-
-    @property
-    def study_instance_uid(self) -> str:
-        return str(self.dataset.get("StudyInstanceUID", ""))
+    #: the new SOP Instance, Study and Series Instance UIDs ('' when absent)
+    sop_instance_uid: str = ""
+    study_instance_uid: str = ""
+    series_instance_uid: str = ""
 
 
-def _text(ds: Dataset, keyword: str) -> str:
-    value = ds.get(keyword)
-    return "" if value is None else str(value)
+_KEYWORD_VRS = {
+    "IssuerOfPatientID": (0x00100021, "LO"),
+    "PatientID": (0x00100020, "LO"),
+    "PatientName": (0x00100010, "PN"),
+    "PatientBirthDate": (0x00100030, "DA"),
+    "BurnedInAnnotation": (0x00280301, "CS"),
+    "RecognizableVisualFeatures": (0x00280302, "CS"),
+    "SOPClassUID": (0x00080016, "UI"),
+    "SOPInstanceUID": (0x00080018, "UI"),
+    "StudyInstanceUID": (0x0020000D, "UI"),
+    "SeriesInstanceUID": (0x0020000E, "UI"),
+    "AccessionNumber": (0x00080050, "SH"),
+    "StudyID": (0x00200010, "SH"),
+}
 
 
-def _patient_key(ds: Dataset) -> PatientKey:
+def _text(walker: Walker, ds: Dataset, keyword: str) -> str:
+    """The value of a top-level attribute as text ('' when absent), decoded cheaply."""
+    tag, vr = _KEYWORD_VRS[keyword]
+    elem = ds._dict.get(BaseTag(tag))
+    if elem is None:
+        return ""
+    return "\\".join(walker.strings(ds, tag, elem, vr))
+
+
+def _patient_key(walker: Walker, ds: Dataset) -> PatientKey:
     return PatientKey(
-        issuer=_text(ds, "IssuerOfPatientID"),
-        patient_id=_text(ds, "PatientID"),
-        fallback=f"{_text(ds, 'PatientName')}|{_text(ds, 'PatientBirthDate')}",
+        issuer=_text(walker, ds, "IssuerOfPatientID"),
+        patient_id=_text(walker, ds, "PatientID"),
+        fallback=f"{_text(walker, ds, 'PatientName')}|{_text(walker, ds, 'PatientBirthDate')}",
     )
 
 
-def _review_reasons(ds: Dataset, profile: Profile) -> list[str]:
+def _review_reasons(walker: Walker, ds: Dataset, profile: Profile) -> list[str]:
     reasons = []
-    burned_in = _text(ds, "BurnedInAnnotation").strip().upper()
+    burned_in = _text(walker, ds, "BurnedInAnnotation").strip().upper()
     if burned_in == "YES":
         reasons.append("BurnedInAnnotation is YES: pixel data may show identifying text")
-    elif str(ds.get("SOPClassUID", "")) in profile.risky_sop_classes and burned_in != "NO":
+    elif _text(walker, ds, "SOPClassUID") in profile.risky_sop_classes and burned_in != "NO":
         reasons.append(
             "SOP class often carries burned-in text and BurnedInAnnotation is not NO"
         )
-    if _text(ds, "RecognizableVisualFeatures").strip().upper() == "YES":
+    if _text(walker, ds, "RecognizableVisualFeatures").strip().upper() == "YES":
         reasons.append("RecognizableVisualFeatures is YES")
     return reasons
 
@@ -120,11 +145,10 @@ def _transfer_syntax(ds: Dataset) -> UID:
     return ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
 
 
-def _mark(out: Dataset, profile: Profile, pseudonym: Pseudonym) -> None:
-    out.PatientName = pseudonym.patient_name
-    out.PatientID = pseudonym.patient_id
-    out.PatientIdentityRemoved = "YES"
-    out.DeidentificationMethod = profile.method_description()
+def _marks_dataset(profile: Profile) -> Dataset:
+    marks = Dataset()
+    marks.PatientIdentityRemoved = "YES"
+    marks.DeidentificationMethod = profile.method_description()
     codes = Sequence()
     for value, meaning in profile.method_codes():
         item = Dataset()
@@ -132,13 +156,49 @@ def _mark(out: Dataset, profile: Profile, pseudonym: Pseudonym) -> None:
         item.CodingSchemeDesignator = "DCM"
         item.CodeMeaning = meaning
         codes.append(item)
-    out.DeidentificationMethodCodeSequence = codes
+    marks.DeidentificationMethodCodeSequence = codes
     if profile.shifts_dates:
-        out.LongitudinalTemporalInformationModified = "MODIFIED"
+        marks.LongitudinalTemporalInformationModified = "MODIFIED"
     elif profile.keeps_dates:
-        out.LongitudinalTemporalInformationModified = "UNMODIFIED"
+        marks.LongitudinalTemporalInformationModified = "UNMODIFIED"
     else:
-        out.LongitudinalTemporalInformationModified = "REMOVED"
+        marks.LongitudinalTemporalInformationModified = "REMOVED"
+    return marks
+
+
+@lru_cache(maxsize=64)
+def _encoded_marks(
+    options: frozenset[str], implicit: bool, little: bool
+) -> tuple[RawDataElement, ...]:
+    """The marks of PS3.15 E.1 for these options, encoded once as raw elements.
+
+    Raw elements are immutable, so every output shares them safely.
+    """
+    marks = _marks_dataset(Profile.build(options))
+    buffer = DicomBytesIO()
+    buffer.is_implicit_VR, buffer.is_little_endian = implicit, little
+    write_dataset(buffer, marks)
+    buffer.seek(0)
+    return tuple(data_element_generator(buffer, implicit, little))
+
+
+def _mark(out: Dataset, profile: Profile, pseudonym: Pseudonym, source: Dataset) -> None:
+    implicit, little = source.original_encoding
+    if implicit is None or little is None:
+        for elem in _marks_dataset(profile):
+            out.add(elem)
+    else:
+        options = frozenset(o.value for o in profile.options)
+        for raw in _encoded_marks(options, implicit, little):
+            out._dict[raw.tag] = raw
+    codec = fast_codec(source._character_set)
+    for tag, vr, value in ((_PATIENT_NAME, "PN", pseudonym.patient_name),
+                           (_PATIENT_ID, "LO", pseudonym.patient_id)):
+        raw = encode(tag, vr, [value], (implicit, little), codec)
+        if raw is not None:
+            out._dict[raw.tag] = raw
+        else:
+            out.add(DataElement(tag, vr, value))
 
 
 def anonymize(ds: Dataset, profile: Profile, lookup: PseudonymLookup) -> Result:
@@ -165,13 +225,14 @@ def anonymize(ds: Dataset, profile: Profile, lookup: PseudonymLookup) -> Result:
         nesting deeper than the profile allows, an undecodable element);
         :class:`ResidualPHIError` when an identifier survived.
     """
-    if "SOPInstanceUID" not in ds or "SOPClassUID" not in ds:
-        raise AnonymizationError("SOPInstanceUID or SOPClassUID is missing")
     walker = Walker(profile, lookup)
-    walker.keep_document = str(ds.SOPClassUID) in DOCUMENT_SOP_CLASSES
+    sop_class = _text(walker, ds, "SOPClassUID")
+    if not sop_class or not _text(walker, ds, "SOPInstanceUID"):
+        raise AnonymizationError("SOPInstanceUID or SOPClassUID is missing")
+    walker.keep_document = sop_class in DOCUMENT_SOP_CLASSES
     try:
         walker.identifiers = Identifiers.build(walker.collect(ds))
-        key = _patient_key(ds)
+        key = _patient_key(walker, ds)
         pseudonym = lookup.patient(key)
         walker.pseudonym = pseudonym
         out = walker.dataset(ds, 0, False)
@@ -179,20 +240,24 @@ def anonymize(ds: Dataset, profile: Profile, lookup: PseudonymLookup) -> Result:
         raise AnonymizationError(
             f"sequence nesting deeper than {profile.max_sequence_depth}"
         ) from None
-    _mark(out, profile, pseudonym)
-    review = _review_reasons(ds, profile) + walker.review
+    _mark(out, profile, pseudonym, ds)
+    review = _review_reasons(walker, ds, profile) + walker.review
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UID(str(out.SOPClassUID))
-    meta.MediaStorageSOPInstanceUID = UID(str(out.SOPInstanceUID))
-    meta.TransferSyntaxUID = _transfer_syntax(ds)
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    for tag, vr, value in (
+        (0x00020002, "UI", sop_class),
+        (0x00020003, "UI", _text(walker, out, "SOPInstanceUID")),
+        (0x00020010, "UI", _transfer_syntax(ds)),
+        (0x00020012, "UI", IMPLEMENTATION_CLASS_UID),
+        (0x00020013, "SH", IMPLEMENTATION_VERSION_NAME),
+    ):  # File Meta Information is always Explicit VR Little Endian (PS3.10 7.1)
+        meta._dict[BaseTag(tag)] = encode(tag, vr, [value], (False, True), "ascii")  # type: ignore[assignment]
     out.file_meta = meta
     out.preamble = b"\0" * 128
     if profile.residual_phi_gate:
-        gate.check(out, walker.identifiers)
+        gate.check(out, walker.identifiers, walker.generated)
     study = OriginalStudy(
-        _text(ds, "StudyInstanceUID"), _text(ds, "AccessionNumber"), _text(ds, "StudyID")
+        _text(walker, ds, "StudyInstanceUID"), _text(walker, ds, "AccessionNumber"),
+        _text(walker, ds, "StudyID"),
     )
     return Result(
         dataset=out,
@@ -203,4 +268,7 @@ def anonymize(ds: Dataset, profile: Profile, lookup: PseudonymLookup) -> Result:
         pseudonym=pseudonym,
         study=study,
         options=tuple(sorted(o.value for o in profile.options)),
+        sop_instance_uid=_text(walker, out, "SOPInstanceUID"),
+        study_instance_uid=_text(walker, out, "StudyInstanceUID"),
+        series_instance_uid=_text(walker, out, "SeriesInstanceUID"),
     )

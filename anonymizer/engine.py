@@ -29,6 +29,7 @@ is not used because it converts every element and edits in place.
 from __future__ import annotations
 
 from collections import Counter
+from functools import lru_cache
 
 from pydicom.datadict import (
     DicomDictionary,
@@ -51,7 +52,7 @@ from .errors import AnonymizationError
 from .identifiers import IDENTIFIER_KEYWORDS, Identifiers
 from .profile import Option, Profile
 from .pseudonyms import Pseudonym, PseudonymLookup
-from .values import as_strings
+from .values import as_strings, encode, fast_codec
 
 __all__ = ["Walker"]
 
@@ -59,6 +60,10 @@ Element = DataElement | RawDataElement
 
 _TEXT_VRS = frozenset({"AE", "LO", "LT", "SH", "ST", "UC", "UR", "UT"})
 _DATE_VRS = frozenset({"DA", "DT", "TM"})
+_STRING_VRS = frozenset(
+    {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI",
+     "UR", "UT"}
+)
 _KEEP_VRS = frozenset(
     {"CS", "AS", "DS", "IS", "FL", "FD", "SL", "SS", "SV", "UL", "US", "UV", "AT",
      "OB", "OD", "OF", "OL", "OV", "OW"}
@@ -104,6 +109,22 @@ def _vr_of(tag: int, elem: Element) -> str:
     return "UN"
 
 
+@lru_cache(maxsize=4096)
+def _shift_pair(day: str, time: str, days: int, seconds: int) -> tuple[str | None, str | None]:
+    """A date and its time shifted as one instant (memoized: a study repeats its dates)."""
+    return dates.shift_date_time(day, time, days, seconds)
+
+
+def _check_complete(raw: Element) -> None:
+    if (isinstance(raw, RawDataElement) and isinstance(raw.value, bytes)
+            and raw.length != 0xFFFFFFFF and len(raw.value) != raw.length):
+        tag = int(raw.tag)
+        raise AnonymizationError(
+            f"truncated: ({tag >> 16:04X},{tag & 0xFFFF:04X}) holds "
+            f"{len(raw.value)} of its {raw.length} bytes"
+        )
+
+
 def _one_or_many(values: list[str]) -> str | list[str] | None:
     if not values:
         return None
@@ -130,6 +151,10 @@ class Walker:
         self.identifiers = Identifiers({}, None)
         self.pseudonym: Pseudonym | None = None
         self._converted: dict[tuple[int, int], DataElement] = {}
+        self._codecs: dict[int, str | None] = {}
+        self._shifted: dict[tuple[str, str], str] = {}
+        #: id() of the raw elements the engine made itself, for the gate
+        self.generated: set[int] = set()
         self._keep_private = Option.RETAIN_SAFE_PRIVATE in profile.options
         self._overlay_gone = profile.action_for(_OVERLAY_DATA) is Action.REMOVE
         self._plan = profile.plan_cache
@@ -158,36 +183,49 @@ class Walker:
 
     def strings(self, src: Dataset, tag: int, elem: Element, vr: str) -> list[str]:
         """The values of a string element, decoded the cheapest correct way."""
-        return as_strings(src, elem, vr, lambda: self.element(src, tag))
+        return as_strings(elem, vr, self._codec(src), lambda: self.element(src, tag))
+
+    def _codec(self, src: Dataset) -> str | None:
+        """The codec for ``src``'s text (its character set is looked up once per dataset)."""
+        key = id(src)
+        if key not in self._codecs:
+            self._codecs[key] = fast_codec(src._character_set)
+        return self._codecs[key]
 
     def collect(self, src: Dataset, depth: int = 0) -> list[tuple[str, str, str]]:
         """Walk the source once for its identifiers, checking depth and truncation.
 
-        pydicom accepts a value cut short by the end of the file; a truncated
-        instance is refused here instead of being stored with part of its data.
+        Only the identifier attributes and the sequences are visited (set
+        intersections, not a loop over every element). pydicom accepts a
+        value cut short by the end of the file; since only the last element
+        read can be cut short, that one is checked, and a truncated instance
+        is refused instead of being stored with part of its data.
         """
         if depth > self.profile.max_sequence_depth:
             raise AnonymizationError(
                 f"sequence nesting deeper than {self.profile.max_sequence_depth}"
             )
+        if depth == 0 and src._dict:
+            _check_complete(next(reversed(src._dict.values())))
         found: list[tuple[str, str, str]] = []
-        for base_tag, raw in src._dict.items():
+        present = src._dict.keys()
+        for base_tag in present & _COLLECT_KINDS.keys():
             tag = int(base_tag)
-            if (isinstance(raw, RawDataElement) and isinstance(raw.value, bytes)
-                    and raw.length != 0xFFFFFFFF and len(raw.value) != raw.length):
-                raise AnonymizationError(
-                    f"truncated: ({tag >> 16:04X},{tag & 0xFFFF:04X}) holds "
-                    f"{len(raw.value)} of its {raw.length} bytes"
-                )
-            if raw.VR == "SQ" or raw.VR is None and tag in _SQ_TAGS:
-                for item in self.element(src, tag).value or ():
-                    found += self.collect(item, depth + 1)
+            if self.profile.action_for(tag) is Action.KEEP:
                 continue
-            kind = _COLLECT_KINDS.get(tag)
-            if kind is not None and self.profile.action_for(tag) is not Action.KEEP:
-                keyword = dictionary_keyword(tag)
-                vr = "PN" if kind == "name" else _vr_of(tag, raw)
-                found += [(keyword, kind, v) for v in self.strings(src, tag, raw, vr)]
+            kind = _COLLECT_KINDS[tag]
+            raw = src._dict[base_tag]
+            vr = "PN" if kind == "name" else _vr_of(tag, raw)
+            keyword = dictionary_keyword(tag)
+            found += [(keyword, kind, v) for v in self.strings(src, tag, raw, vr)]
+        keep_private = self._keep_private
+        sequences = [
+            t for t, e in src._dict.items()
+            if (e.VR == "SQ" or e.VR is None and t in _SQ_TAGS) and (keep_private or not t >> 16 & 1)
+        ]
+        for base_tag in sequences:
+            for item in self.element(src, int(base_tag)).value or ():
+                found += self.collect(item, depth + 1)
         return found
 
     # -- the walk ----------------------------------------------------------
@@ -218,8 +256,8 @@ class Walker:
             decided = plan.get(key)
             if decided is None:
                 decided = plan[key] = self._decide(tag, elem, strict)
-            vr, action = decided
-            counts[action.value] += 1
+            vr, action, code = decided
+            counts[code] += 1
             if action is Action.REMOVE:
                 continue
             if action is Action.KEEP and vr != "SQ":
@@ -234,14 +272,14 @@ class Walker:
             self._apply(src, out, tag, elem, vr, action, depth, strict, pairs)
         return out
 
-    def _decide(self, tag: int, elem: Element, strict: bool) -> tuple[str, Action]:
+    def _decide(self, tag: int, elem: Element, strict: bool) -> tuple[str, Action, str]:
         vr = _vr_of(tag, elem)
         action = self.profile.action_for(tag)
         if self._overlay_gone and tag >> 16 & 0xFF01 == 0x6000:
             action = Action.REMOVE
         if action is None:
             action = self._unlisted(tag, vr, strict)
-        return vr, action
+        return vr, action, action.value
 
     def _unlisted(self, tag: int, vr: str, strict: bool) -> Action:
         if not _known(tag):
@@ -276,14 +314,20 @@ class Walker:
                 [self.dataset(item, depth + 1, inner_strict) for item in items]
             )))
         elif action is Action.ZERO:
-            out.add(DataElement(tag, vr, b"" if vr in ("OB", "OW", "UN") else None))
+            if vr in _STRING_VRS:
+                self._put(src, out, tag, vr, [])
+            else:
+                out.add(DataElement(tag, vr, b"" if vr in ("OB", "OW", "UN") else None))
         elif vr == "UI":
-            values = [self._uid(v) for v in self.strings(src, tag, elem, vr)]
-            out.add(DataElement(tag, vr, _one_or_many(values)))
+            self._put(src, out, tag, vr, [self._uid(v) for v in self.strings(src, tag, elem, vr)])
         elif action is Action.DUMMY or action is Action.UID:
-            out.add(DataElement(tag, vr, dummy_value(vr)))
+            dummy = dummy_value(vr)
+            if isinstance(dummy, str):
+                self._put(src, out, tag, vr, [dummy])
+            else:
+                out.add(DataElement(tag, vr, dummy))
         elif vr in _DATE_VRS:  # Action.CLEAN on a date: shift it
-            out.add(DataElement(tag, vr, self._shift(src, tag, elem, vr, pairs)))
+            self._put(src, out, tag, vr, self._shift(src, tag, elem, vr, pairs))
         elif vr in _TEXT_VRS or vr in ("PN", "CS"):  # Action.CLEAN on text: remove identifiers
             self._clean(src, out, tag, elem, vr)
         elif vr in ("OB", "UN"):  # Action.CLEAN on bytes: overwrite identifiers in place
@@ -300,7 +344,16 @@ class Walker:
             out._dict[BaseTag(tag)] = elem
         else:
             dummy = str(dummy_value(vr))
-            out.add(DataElement(tag, vr, _one_or_many([c or dummy for c in cleaned])))
+            self._put(src, out, tag, vr, [c or dummy for c in cleaned])
+
+    def _put(self, src: Dataset, out: Dataset, tag: int, vr: str, values: list[str]) -> None:
+        """Store new string values, raw in the source's encoding where possible."""
+        raw = encode(tag, vr, values, src.original_encoding, self._codec(src))
+        if raw is not None:
+            out._dict[BaseTag(tag)] = raw
+            self.generated.add(id(raw))
+        else:
+            out.add(DataElement(tag, vr, _one_or_many(values)))
 
     def _uid(self, value: str) -> str:
         new = self.lookup.uid(value)
@@ -315,16 +368,18 @@ class Walker:
         shifted: dict[int, str] = {}
         if pseudonym is None:
             return shifted
-        for base_tag in src._dict:
+        elements = src._dict
+        for base_tag in elements.keys() & _DATE_TIME_PARTNERS.keys():
             date_tag = int(base_tag)
-            time_tag = _DATE_TIME_PARTNERS.get(date_tag)
-            if time_tag is None or time_tag not in src._dict:
+            time_tag = _DATE_TIME_PARTNERS[date_tag]
+            time_elem = elements.get(BaseTag(time_tag))
+            if time_elem is None:
                 continue
-            days = self.strings(src, date_tag, src._dict[base_tag], "DA")
-            times = self.strings(src, time_tag, src._dict[BaseTag(time_tag)], "TM")
+            days = self.strings(src, date_tag, elements[base_tag], "DA")
+            times = self.strings(src, time_tag, time_elem, "TM")
             if len(days) != 1 or len(times) != 1:
                 continue
-            new_day, new_time = dates.shift_date_time(
+            new_day, new_time = _shift_pair(
                 days[0], times[0], pseudonym.day_offset, pseudonym.second_offset
             )
             if new_day and new_time:
@@ -333,12 +388,17 @@ class Walker:
 
     def _shift(
         self, src: Dataset, tag: int, elem: Element, vr: str, pairs: dict[int, str]
-    ) -> str | list[str] | None:
+    ) -> list[str]:
         if tag in pairs:
-            return pairs[tag]
-        pseudonym = self.pseudonym
-        shifted: list[str] = []
-        for value in self.strings(src, tag, elem, vr):
+            return [pairs[tag]]
+        return [self._shift_one(vr, value) for value in self.strings(src, tag, elem, vr)]
+
+    def _shift_one(self, vr: str, value: str) -> str:
+        """One value shifted by the patient's offset (memoized: a study repeats its dates)."""
+        key = (vr, value)
+        found = self._shifted.get(key)
+        if found is None:
+            pseudonym = self.pseudonym
             if pseudonym is None:
                 new = None
             elif vr == "DA":
@@ -347,8 +407,8 @@ class Walker:
                 new = dates.shift_time(value, pseudonym.second_offset)
             else:
                 new = dates.shift_datetime(value, pseudonym.day_offset, pseudonym.second_offset)
-            shifted.append(new if new is not None else str(dummy_value(vr)))
-        return _one_or_many(shifted)
+            found = self._shifted[key] = new if new is not None else str(dummy_value(vr))
+        return found
 
     # -- private attributes ----------------------------------------------------
     def _safe_private_blocks(self, src: Dataset) -> set[tuple[int, int]]:

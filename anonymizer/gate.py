@@ -13,6 +13,8 @@ identifier, never the value itself.
 
 from __future__ import annotations
 
+from collections.abc import Set
+
 from pydicom.charset import decode_bytes
 from pydicom.datadict import dictionary_has_tag, dictionary_keyword, dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
@@ -20,6 +22,7 @@ from pydicom.dataset import Dataset
 
 from .errors import ResidualPHIError
 from .identifiers import Identifiers
+from .values import fast_codec
 
 __all__ = ["check"]
 
@@ -30,6 +33,8 @@ _BULK_TAGS = frozenset(
     {0x7FE00008, 0x7FE00009, 0x7FE00010, 0x54001010, 0x56000020, 0x00283006, 0x00281201,
      0x00281202, 0x00281203, 0x00281221, 0x00281222, 0x00281223, 0x00420011}
 )
+#: the engine's own constant marks (DeidentificationMethodCodeSequence): nothing to scan
+_OWN_MARKS = frozenset({0x00120064})
 #: binary values longer than this are bulk data, not text
 _MAX_SCANNED_BINARY = 65536
 
@@ -47,10 +52,13 @@ def _vr(tag: int, elem: DataElement | RawDataElement) -> str:
     return "UN"
 
 
-def _text(elem: DataElement | RawDataElement, encodings: str | list[str]) -> str:
+def _text(elem: DataElement | RawDataElement, ds: Dataset, codec: str | None) -> str:
     value = elem.value
     if isinstance(value, bytes):
         if isinstance(elem, RawDataElement) and elem.VR not in (None, "UN", "OB"):
+            if codec is not None:
+                return value.decode(codec, "replace")
+            encodings = ds._character_set
             codecs = [encodings] if isinstance(encodings, str) else list(encodings)
             return decode_bytes(value, codecs or ["iso8859"], set())
         return value.decode("latin-1")
@@ -61,28 +69,23 @@ def _text(elem: DataElement | RawDataElement, encodings: str | list[str]) -> str
     return str(value)
 
 
-def check(ds: Dataset, identifiers: Identifiers, path: str = "") -> None:
-    """Raise :class:`ResidualPHIError` if any identifier occurs in ``ds``.
+def _texts(
+    ds: Dataset, path: str, found: list[tuple[str, int, str]], generated: Set[int]
+) -> None:
+    """Append ``(path to ds, tag, text)`` for every scanned value of ``ds``, at every depth.
 
-    Parameters
-    ----------
-    ds : Dataset
-        The de-identified dataset (raw and converted elements alike).
-    identifiers : Identifiers
-        The original instance's identifiers.
-    path : str
-        Where ``ds`` sits, for the message.
+    ``generated`` holds ``id()`` of the elements the engine made itself
+    (pseudonyms, new UIDs, dummies, shifted dates): no input reached them.
     """
-    if identifiers.pattern is None:
-        return
-    encodings = ds._character_set
-    for tag in sorted(ds._dict):
-        elem = ds.get_item(tag)
+    codec = fast_codec(ds._character_set)
+    for base_tag, elem in ds._dict.items():
+        tag = int(base_tag)
+        if tag in _OWN_MARKS or id(elem) in generated:
+            continue
         vr = _vr(tag, elem)
         if vr == "SQ":
-            value = ds[tag].value
-            for index, item in enumerate(value or ()):
-                check(item, identifiers, f"{path}{_name(tag)}[{index}].")
+            for index, item in enumerate(ds[base_tag].value or ()):
+                _texts(item, f"{path}{_name(tag)}[{index}].", found, generated)
             continue
         if vr in _BINARY_VRS:
             value = elem.value
@@ -91,7 +94,32 @@ def check(ds: Dataset, identifiers: Identifiers, path: str = "") -> None:
                 continue
         elif vr not in _SCAN_VRS:
             continue
-        hit = identifiers.first_hit(_text(elem, encodings))
+        found.append((path, tag, _text(elem, ds, codec)))
+
+
+def check(ds: Dataset, identifiers: Identifiers, generated: Set[int] = frozenset()) -> None:
+    """Raise :class:`ResidualPHIError` if any identifier occurs in ``ds``.
+
+    All scanned values are searched at once (joined by NUL, which no
+    identifier spans); only on a hit is the attribute that holds it found.
+
+    Parameters
+    ----------
+    ds : Dataset
+        The de-identified dataset (raw and converted elements alike).
+    identifiers : Identifiers
+        The original instance's identifiers.
+    generated : set of int
+        ``id()`` of elements the engine generated, which are not scanned.
+    """
+    if identifiers.pattern is None:
+        return
+    texts: list[tuple[str, int, str]] = []
+    _texts(ds, "", texts, generated)
+    if identifiers.first_hit("\0".join(text for _, _, text in texts)) is None:
+        return
+    for path, tag, text in sorted(texts):
+        hit = identifiers.first_hit(text)
         if hit is not None:
             raise ResidualPHIError(
                 f"residual identifier ({hit} of the original) in {path}{_name(tag)}"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 __all__ = ["IDENTIFIER_KEYWORDS", "Identifiers"]
 
@@ -71,7 +72,7 @@ def _tokens(kind: str, value: str) -> list[str]:
     return [value] if len(value) >= 3 else []
 
 
-@dataclass
+@dataclass(frozen=True)
 class Identifiers:
     """The identifiers of one instance, as a compiled matcher.
 
@@ -85,17 +86,13 @@ class Identifiers:
 
     @classmethod
     def build(cls, found: Iterable[tuple[str, str, str]]) -> Identifiers:
-        """Build from ``(keyword, kind, value)`` triples; kind is name/id/date/address/phone/text."""
-        sources: dict[str, str] = {}
-        for keyword, kind, value in found:
-            for token in _tokens(kind, value):
-                sources.setdefault(" ".join(token.upper().split()), keyword)
-        if not sources:
-            return cls(sources, None)
-        alternatives = sorted(sources, key=len, reverse=True)
-        body = "|".join(r"\s+".join(map(re.escape, t.split(" "))) for t in alternatives)
-        pattern = re.compile(rf"(?<![0-9A-Za-z_])(?:{body})(?![0-9A-Za-z_])", re.IGNORECASE)
-        return cls(sources, pattern)
+        """Build from ``(keyword, kind, value)`` triples; kind is name/id/date/address/phone/text.
+
+        The instances of one series share their identifiers, so the matcher
+        is built once per distinct set and reused.
+        """
+        return _build(tuple(sorted(set(found))))
+
 
     def scrub(self, text: str) -> str:
         """Remove every identifier from ``text`` (action C); white space is tidied."""
@@ -127,3 +124,17 @@ class Identifiers:
         if match is None:
             return None
         return self.sources.get(" ".join(match.group(0).upper().split()), "identifier")
+
+
+@lru_cache(maxsize=256)
+def _build(found: tuple[tuple[str, str, str], ...]) -> Identifiers:
+    sources: dict[str, str] = {}
+    for keyword, kind, value in found:
+        for token in _tokens(kind, value):
+            sources.setdefault(" ".join(token.upper().split()), keyword)
+    if not sources:
+        return Identifiers(sources, None)
+    alternatives = sorted(sources, key=len, reverse=True)
+    body = "|".join(r"\s+".join(map(re.escape, t.split(" "))) for t in alternatives)
+    pattern = re.compile(rf"(?<![0-9A-Za-z_])(?:{body})(?![0-9A-Za-z_])", re.IGNORECASE)
+    return Identifiers(sources, pattern)

@@ -113,8 +113,8 @@ class Profile:
         default=(), repr=False, compare=False
     )
     private_action: Action = Action.REMOVE
-    #: the engine's memo of (tag, VR as read, strict) -> (VR, action); derived, not state
-    plan_cache: dict[tuple[int, str | None, bool], tuple[str, Action]] = field(
+    #: the engine's memo of (tag, VR as read, strict) -> (VR, action, code); derived, not state
+    plan_cache: dict[tuple[int, str | None, bool], tuple[str, Action, str]] = field(
         default_factory=dict, repr=False, compare=False
     )
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from pydicom.dataelem import DataElement, RawDataElement
-from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag
 
-__all__ = ["ASCII_VRS", "SINGLE_VALUED_TEXT_VRS", "as_strings", "fast_codec"]
+__all__ = ["ASCII_VRS", "SINGLE_VALUED_TEXT_VRS", "as_strings", "encode", "fast_codec"]
 
 #: VRs whose values are ASCII whatever the character set
 ASCII_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "TM", "UI", "UR"})
@@ -48,28 +48,27 @@ def _split(text: str, vr: str) -> list[str]:
 
 
 def as_strings(
-    src: Dataset,
     elem: DataElement | RawDataElement,
     vr: str,
+    codec: str | None,
     convert: Callable[[], DataElement],
 ) -> list[str]:
     """The values of a string element as Python strings.
 
     Parameters
     ----------
-    src : Dataset
-        The dataset holding ``elem`` (for its character set).
     elem : DataElement or RawDataElement
-        The element as stored in ``src``.
+        The element as stored in its dataset.
     vr : str
         Its VR.
+    codec : str or None
+        :func:`fast_codec` of the dataset's character set.
     convert : callable
         Returns the converted element when the fast path does not apply.
     """
     if isinstance(elem, RawDataElement) and isinstance(elem.value, bytes):
         if vr in ASCII_VRS:
             return _split(elem.value.decode("latin-1"), vr)
-        codec = fast_codec(src._character_set)
         if codec is not None:
             return _split(elem.value.decode(codec, "replace"), vr)
     value = convert().value
@@ -78,3 +77,30 @@ def as_strings(
     if isinstance(value, (MultiValue, list, tuple)):
         return [str(v) for v in value]
     return [str(value)]
+
+
+def encode(
+    tag: int,
+    vr: str,
+    values: list[str],
+    encoding: tuple[bool | None, bool | None],
+    codec: str | None,
+) -> RawDataElement | None:
+    """Encode string values as a raw element in the dataset's own encoding.
+
+    The engine only writes values it made itself (UIDs, dates, dummies,
+    pseudonyms, text with identifiers cut out of a valid value), so they need
+    none of pydicom's per-element conversion and checks. Returns None when
+    the dataset has no encoding of its own (built in memory) or its
+    character set needs pydicom: the caller then makes a DataElement.
+    """
+    implicit, little = encoding
+    if implicit is None or little is None or codec is None:
+        return None
+    text = values[0] if vr in SINGLE_VALUED_TEXT_VRS and values else "\\".join(values)
+    data = text.encode("ascii" if vr in ASCII_VRS else codec)
+    if len(data) % 2:
+        data += b"\0" if vr == "UI" else b" "
+    return RawDataElement(
+        BaseTag(tag), None if implicit else vr, len(data), data, 0, implicit, little
+    )

@@ -9,12 +9,16 @@ run three times, the median kept:
   residual-PHI gate on), write atomically, as ``dicom-gateway anonymize`` does;
 - dicognito: read, ``Anonymizer().anonymize(ds)``, write.
 
-It prints instances/s and the ratios ours/floor and ours/dicognito.
+``anonymize`` syncs its output to disk once at the end of a run; a plain
+read-and-write does not, and on a slow disk that sync costs more than the
+de-identification. So both comparisons are printed: without the sync on
+either side (the engine's own cost) and with it on both.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import sys
@@ -30,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from anonymizer import KeyedPseudonyms, Profile  # noqa: E402
-from anonymizer.batch import Outcome, deidentify_file  # noqa: E402
+from anonymizer.batch import Outcome, run  # noqa: E402
 from tests.corpus import make_ct_series  # noqa: E402
 
 
@@ -40,13 +44,21 @@ def _floor(files: list[Path], out: Path) -> None:
         dcmwrite(out / f"{index}.dcm", ds, enforce_file_format=True)
 
 
-def _ours(files: list[Path], out: Path) -> None:
+def _ours(files: list[Path], out: Path, sync: bool = True) -> None:
     profile = Profile.build()
     lookup = KeyedPseudonyms(b"benchmark secret of 32 bytes....")
-    for path in files:
-        report = deidentify_file(path, out, profile, lookup)
-        if report.outcome is not Outcome.DEIDENTIFIED:
-            raise SystemExit(f"benchmark input failed: {report.reason}")
+    report = run(files, out, profile, lookup, sync=sync)  # what `dicom-gateway anonymize` runs
+    if report.counts[Outcome.DEIDENTIFIED] != len(files):
+        raise SystemExit(f"benchmark input failed: {report.attention[:1]}")
+
+
+def _ours_unsynced(files: list[Path], out: Path) -> None:
+    _ours(files, out, sync=False)
+
+
+def _floor_synced(files: list[Path], out: Path) -> None:
+    _floor(files, out)
+    os.sync()
 
 
 def _dicognito(files: list[Path], out: Path) -> None:
@@ -59,39 +71,57 @@ def _dicognito(files: list[Path], out: Path) -> None:
         dcmwrite(out / f"{index}.dcm", ds, enforce_file_format=True)
 
 
-def _measure(run: Callable[[list[Path], Path], None], files: list[Path], work: Path,
-             repeats: int) -> float:
-    rates = []
-    for _ in range(repeats):
-        out = Path(tempfile.mkdtemp(dir=work))
-        start = time.perf_counter()
-        run(files, out)
-        rates.append(len(files) / (time.perf_counter() - start))
-        shutil.rmtree(out)
-    return statistics.median(rates)
+def _scratch(work: Path, in_memory: bool) -> Path:
+    """A fresh output folder: in memory (tmpfs) to measure CPU, on disk to measure syncing."""
+    shm = Path("/dev/shm")
+    base = shm if in_memory and shm.is_dir() and os.access(shm, os.W_OK) else work
+    return Path(tempfile.mkdtemp(prefix="bench-out-", dir=base))
+
+
+def _time_once(run: Callable[[list[Path], Path], None], files: list[Path], out: Path) -> float:
+    os.sync()  # no run pays for the previous one's dirty pages
+    start = time.perf_counter()
+    run(files, out)
+    rate = len(files) / (time.perf_counter() - start)
+    shutil.rmtree(out)
+    return rate
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="scripts/bench anonymize")
     parser.add_argument("-n", "--count", type=int, default=240, help="CT instances (default 240)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
+    # name -> (run, writes to disk and syncs)
+    contenders: dict[str, tuple[Callable[[list[Path], Path], None], bool]] = {
+        "floor": (_floor, False),
+        "ours (no final sync)": (_ours_unsynced, False),
+        "dicognito": (_dicognito, False),
+        "floor + sync": (_floor_synced, True),
+        "ours": (_ours, True),
+    }
+    samples: dict[str, list[float]] = {name: [] for name in contenders}
     with tempfile.TemporaryDirectory(prefix="bench-anonymize-") as tmp:
         work = Path(tmp)
         files = make_ct_series(work / "in", args.count)
         for path in files:  # warm the page cache so every contender reads from memory
             path.read_bytes()
-        contenders: dict[str, Callable[[list[Path], Path], None]] = {
-            "floor": _floor, "ours": _ours, "dicognito": _dicognito,
-        }
-        rates = {name: 0.0 for name in contenders}
-        for name, run in contenders.items():
-            rates[name] = _measure(run, files, work, args.repeats)
-    print(f"anonymize: {args.count} CT instances 512x512x16, median of {args.repeats}")
-    print(f"| contender | instances/s | ratio to floor |")
-    print(f"| --- | ---: | ---: |")
+        # rounds of every contender in turn, so that drift of a shared machine hits all alike
+        for _ in range(args.repeats):
+            for name, (run, on_disk) in contenders.items():
+                samples[name].append(_time_once(run, files, _scratch(work, not on_disk)))
+    rates = {name: statistics.median(values) for name, values in samples.items()}
+    print(f"anonymize: {args.count} CT instances 512x512x16, one process, "
+          f"median of {args.repeats} interleaved rounds")
+    print("| contender | instances/s | ratio to floor |")
+    print("| --- | ---: | ---: |")
     for name, rate in rates.items():
         print(f"| {name} | {rate:.0f} | {rate / rates['floor']:.2f}x |")
-    print(f"ours/floor = {rates['ours'] / rates['floor']:.2f}x (target >= 0.70x)")
-    print(f"ours/dicognito = {rates['ours'] / rates['dicognito']:.2f}x")
-    return 0 if rates["ours"] / rates["floor"] >= 0.7 else 1
+    cpu_ratio = rates["ours (no final sync)"] / rates["floor"]
+    durable_ratio = rates["ours"] / rates["floor + sync"]
+    print(f"ours/floor, neither syncing (output in memory) = {cpu_ratio:.2f}x (target >= 0.70x)")
+    print(f"ours/floor, both syncing to disk once at the end = {durable_ratio:.2f}x "
+          "(target >= 0.70x)")
+    print(f"ours/dicognito (neither syncing) = "
+          f"{rates['ours (no final sync)'] / rates['dicognito']:.2f}x")
+    return 0 if min(cpu_ratio, durable_ratio) >= 0.7 else 1
