@@ -85,10 +85,9 @@ def shift_date_time(
     if not date_match or not time_match:
         return shift_date(date, days), shift_time(time, seconds)
     hh, mm, ss, frac = time_match.groups()
+    year, month, day = (int(g) for g in date_match.groups())
     try:
-        moment = dt.datetime(
-            *(int(g) for g in date_match.groups()), int(hh), int(mm or 0), min(int(ss or 0), 59)
-        )
+        moment = dt.datetime(year, month, day, int(hh), int(mm or 0), min(int(ss or 0), 59))
         moment += dt.timedelta(days=days, seconds=seconds)
     except (ValueError, OverflowError):
         return None, None

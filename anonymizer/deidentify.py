@@ -179,7 +179,8 @@ def _encoded_marks(
     buffer.is_implicit_VR, buffer.is_little_endian = implicit, little
     write_dataset(buffer, marks)
     buffer.seek(0)
-    return tuple(data_element_generator(buffer, implicit, little))
+    found = tuple(data_element_generator(buffer, implicit, little))  # type: ignore[arg-type]
+    return tuple(e for e in found if isinstance(e, RawDataElement))
 
 
 def _mark(out: Dataset, profile: Profile, pseudonym: Pseudonym, source: Dataset) -> None:
@@ -194,9 +195,9 @@ def _mark(out: Dataset, profile: Profile, pseudonym: Pseudonym, source: Dataset)
     codec = fast_codec(source._character_set)
     for tag, vr, value in ((_PATIENT_NAME, "PN", pseudonym.patient_name),
                            (_PATIENT_ID, "LO", pseudonym.patient_id)):
-        raw = encode(tag, vr, [value], (implicit, little), codec)
-        if raw is not None:
-            out._dict[raw.tag] = raw
+        encoded = encode(tag, vr, [value], (implicit, little), codec)
+        if encoded is not None:
+            out._dict[encoded.tag] = encoded
         else:
             out.add(DataElement(tag, vr, value))
 
@@ -250,7 +251,9 @@ def anonymize(ds: Dataset, profile: Profile, lookup: PseudonymLookup) -> Result:
         (0x00020012, "UI", IMPLEMENTATION_CLASS_UID),
         (0x00020013, "SH", IMPLEMENTATION_VERSION_NAME),
     ):  # File Meta Information is always Explicit VR Little Endian (PS3.10 7.1)
-        meta._dict[BaseTag(tag)] = encode(tag, vr, [value], (False, True), "ascii")  # type: ignore[assignment]
+        raw = encode(tag, vr, [value], (False, True), "ascii")
+        if raw is not None:
+            meta._dict[BaseTag(tag)] = raw
     out.file_meta = meta
     out.preamble = b"\0" * 128
     if profile.residual_phi_gate:

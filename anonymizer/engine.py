@@ -31,8 +31,8 @@ from __future__ import annotations
 from collections import Counter
 from functools import lru_cache
 
+from pydicom._dicom_dict import DicomDictionary
 from pydicom.datadict import (
-    DicomDictionary,
     dictionary_has_tag,
     dictionary_keyword,
     dictionary_VR,
@@ -206,7 +206,8 @@ class Walker:
                 f"sequence nesting deeper than {self.profile.max_sequence_depth}"
             )
         if depth == 0 and src._dict:
-            _check_complete(next(reversed(src._dict.values())))
+            *_, last = src._dict.values()  # the last element read
+            _check_complete(last)
         found: list[tuple[str, str, str]] = []
         present = src._dict.keys()
         for base_tag in present & _COLLECT_KINDS.keys():

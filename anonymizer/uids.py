@@ -16,7 +16,7 @@ import hashlib
 import hmac
 import uuid
 
-from pydicom.uid import UID_dictionary
+from pydicom._uid_dict import UID_dictionary
 
 __all__ = ["UidMap", "is_well_known"]
 
