@@ -19,6 +19,9 @@ from click.testing import CliRunner, Result
 
 from tests.corpus import Corpus, make_planted_corpus, make_valid_study
 
+#: database fixtures (SQLite and PostgreSQL) live in their own module
+pytest_plugins = ["tests.fixtures_db"]
+
 #: a fixed secret so that test outputs are reproducible
 TEST_KEY_HEX = "5eed" * 16
 
