@@ -127,6 +127,29 @@ SPECS: dict[str, dict[str, Spec]] = {
             "int", "an integer 1-1000", lambda v: check_int_range(v, 1, 1000)
         ),
     },
+    "limits": {
+        "max_associations": Spec(
+            "int", "an integer 1-1000", lambda v: check_int_range(v, 1, 1000)
+        ),
+        "acse_timeout": Spec("int", "seconds, 1-3600", lambda v: check_int_range(v, 1, 3600)),
+        "dimse_timeout": Spec("int", "seconds, 1-3600", lambda v: check_int_range(v, 1, 3600)),
+        "network_timeout": Spec(
+            "int", "seconds, 1-3600", lambda v: check_int_range(v, 1, 3600)
+        ),
+        "max_pdu": Spec(
+            "int", "bytes, 4096-16777216", lambda v: check_int_range(v, 4096, 16777216)
+        ),
+        "max_dataset_mb": Spec(
+            "int", "megabytes, 1-1048576", lambda v: check_int_range(v, 1, 1048576)
+        ),
+    },
+    "policy": {
+        "loopback_store_open": Spec("bool", "true or false"),
+        "store_open": Spec("bool", "true or false"),
+    },
+    "ingest": {
+        "workers": Spec("int", "an integer 1-64", lambda v: check_int_range(v, 1, 64)),
+    },
     "logging": {
         "level": Spec(
             "str",

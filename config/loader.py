@@ -25,9 +25,12 @@ from .errors import ConfigError
 from .schema import (
     AnonymizerSettings,
     DatabaseSettings,
+    IngestSettings,
+    LimitsSettings,
     ListenerSettings,
     LoggingSettings,
     NodeSettings,
+    PolicySettings,
     Settings,
     StorageSettings,
 )
@@ -308,6 +311,19 @@ def _build(
             residual_phi_gate=values["anonymizer.residual_phi_gate"],
             max_sequence_depth=values["anonymizer.max_sequence_depth"],
         ),
+        limits=LimitsSettings(
+            max_associations=values["limits.max_associations"],
+            acse_timeout=values["limits.acse_timeout"],
+            dimse_timeout=values["limits.dimse_timeout"],
+            network_timeout=values["limits.network_timeout"],
+            max_pdu=values["limits.max_pdu"],
+            max_dataset_mb=values["limits.max_dataset_mb"],
+        ),
+        policy=PolicySettings(
+            loopback_store_open=values["policy.loopback_store_open"],
+            store_open=values["policy.store_open"],
+        ),
+        ingest=IngestSettings(workers=values["ingest.workers"]),
         logging=LoggingSettings(level=values["logging.level"].upper()),
         config_file=Path.cwd() / config_file if config_file else None,
         sources=tuple(

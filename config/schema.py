@@ -99,6 +99,33 @@ class AnonymizerSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitsSettings:
+    """``[limits]``: what one peer may cost the node (timeouts in seconds)."""
+
+    max_associations: int
+    acse_timeout: int
+    dimse_timeout: int
+    network_timeout: int
+    max_pdu: int
+    max_dataset_mb: int
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySettings:
+    """``[policy]``: who may store without being a registered peer."""
+
+    loopback_store_open: bool
+    store_open: bool
+
+
+@dataclass(frozen=True, slots=True)
+class IngestSettings:
+    """``[ingest]``: the workers that de-identify what the spool holds."""
+
+    workers: int
+
+
+@dataclass(frozen=True, slots=True)
 class LoggingSettings:
     """``[logging]``: the node's log level."""
 
@@ -111,7 +138,7 @@ class Settings:
 
     Attributes
     ----------
-    node, listener, storage, database, anonymizer, logging
+    node, listener, storage, database, anonymizer, limits, policy, ingest, logging
         One value per TOML section.
     config_file : pathlib.Path | None
         The user file that was read, or ``None`` when only the embedded
@@ -126,6 +153,9 @@ class Settings:
     storage: StorageSettings
     database: DatabaseSettings
     anonymizer: AnonymizerSettings
+    limits: LimitsSettings
+    policy: PolicySettings
+    ingest: IngestSettings
     logging: LoggingSettings
     config_file: Path | None = field(default=None, compare=False)
     sources: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
@@ -194,6 +224,9 @@ SECTIONS: Final[tuple[str, ...]] = (
     "storage",
     "database",
     "anonymizer",
+    "limits",
+    "policy",
+    "ingest",
     "logging",
 )
 
