@@ -12,12 +12,17 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pydicom.config
 import pytest
 from click.testing import CliRunner, Result
 
 from tests.corpus import Corpus, make_planted_corpus, make_valid_study
+
+if TYPE_CHECKING:
+    from config import Settings
+    from gateway.node import Node
 
 #: database fixtures (SQLite and PostgreSQL) live in their own module
 pytest_plugins = ["tests.fixtures_db"]
@@ -99,3 +104,51 @@ def cli(gateway_env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
         return CliRunner().invoke(main, list(args), env=environment, catch_exceptions=False)
 
     return invoke
+
+
+# -- a running node --------------------------------------------------------
+
+def node_settings(tmp_path: Path, db_url: str, **overrides: object) -> "Settings":
+    """Settings for a test node: its own data folder and database, a free loopback port."""
+    import dataclasses
+
+    from config import load_config
+
+    values: dict[str, object] = {"storage.data_dir": str(tmp_path / "var"), "database.url": db_url,
+                                 "ingest.workers": 1}
+    values.update(overrides)
+    settings = load_config(None, {"DICOM_GATEWAY_HMAC_KEY": TEST_KEY_HEX}, values)
+    return dataclasses.replace(settings, listener=dataclasses.replace(settings.listener, port=0))
+
+
+@pytest.fixture
+def make_node(tmp_path: Path, db_url: str) -> Iterator[Callable[..., "Node"]]:
+    """Start nodes in this process on free loopback ports; stop them afterwards."""
+    from gateway.app import build_app
+    from gateway.node import Node
+
+    started: list[Node] = []
+
+    def start(**overrides: object) -> Node:
+        settings = node_settings(tmp_path / f"node{len(started)}", db_url, **overrides)
+        node = Node(build_app(settings, {"DICOM_GATEWAY_HMAC_KEY": TEST_KEY_HEX}))
+        node.start()
+        started.append(node)
+        return node
+
+    yield start
+    for node in started:
+        node.stop()
+        node.app.close()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
+    """Poll ``predicate`` until it holds; fail after ``timeout`` seconds (never sleep blindly)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what or predicate}")

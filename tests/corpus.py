@@ -1678,3 +1678,33 @@ def make_ct_series(root: Path, count: int, *, rows: int = 512, columns: int = 51
         _bench_header(ds, st, index)
         paths.append(_save(ds, root / f"ct_{index:05d}.dcm"))
     return paths
+
+
+def make_clinic_study(root: Path, *, series: int = 3, per_series: int = 21, rows: int = 64,
+                      columns: int = 64, seed: int = 0, jpeg: bool = True) -> Corpus:
+    """One study as a clinic sends it: ``series`` CT series of ``per_series`` slices.
+
+    With ``jpeg`` the first slice of the first series is replaced by its JPEG
+    Lossless copy (made with DCMTK's dcmcjpeg), so a study carries a
+    compressed instance. ``tokens`` holds patient A's planted PHI.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    phi = PATIENT_A
+    st = _Study("CLINIC", phi, _uid(seed, "clinic", "study"), phi.accession_numbers[0],
+                "SIDFAKE-CLINIC", "20240311", "093012.250000", f"CT CHEST FOR {phi.family}",
+                seed)
+    frame_of_ref = st.uid_for("frame-of-reference")
+    files: dict[str, Path] = {}
+    for number in range(1, series + 1):
+        for index in range(per_series):
+            ds = _valid_ct(st, f"s{number}", number, index, frame_of_ref, rows=rows,
+                           columns=columns)
+            files[f"s{number}_{index:03d}"] = _save(ds, root / f"s{number}_{index:03d}.dcm")
+    if jpeg:
+        plain = files["s1_000"]
+        compressed = jpeg_compress(plain, root / "s1_000_jpeg.dcm")
+        plain.unlink()
+        files["s1_000"] = compressed
+    return Corpus(root=root, files=files, tokens=phi.tokens(), patients={"A": phi},
+                  studies={"CLINIC": st.uid})

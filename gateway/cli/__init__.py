@@ -62,6 +62,7 @@ def main(ctx: click.Context, config_path: Path | None, verbose: int, quiet: bool
 _COMMANDS: list[str] = [
     "gateway.cli.anonymize:anonymize",
     "gateway.cli.config:config",
+    "gateway.cli.serve:serve",
 ]
 
 

@@ -1,0 +1,102 @@
+"""The composition root: one node's parts, built once from its settings. Read this first.
+
+``build_app(settings, environ)`` opens the database (migrating it to the
+newest schema), the file store and the spool under ``storage.data_dir``,
+reads the de-identification secret and builds the profile and pseudonym
+space. Nothing here listens or starts threads: :mod:`gateway.node` does that
+for ``serve``, and the CLI commands and the tests use the same ``App``.
+
+pynetdicom's process-wide switches are set once, here:
+``STORE_RECV_CHUNKED_DATASET`` (received datasets stream to a file instead
+of memory), ``LOG_REQUEST_IDENTIFIERS``/``LOG_RESPONSE_IDENTIFIERS`` off
+(identifiers carry PHI), ``ENFORCE_UID_CONFORMANCE`` on (a malformed UID in a
+command is refused) and ``UNRESTRICTED_STORAGE_SERVICE`` off (only known
+storage SOP classes are accepted).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pynetdicom import _config as pynetdicom_config
+from sqlalchemy import Engine
+
+from anonymizer import KeyedPseudonyms, Profile
+from config import Settings
+from storage.crypto import MapCipher
+from storage.db import make_engine
+from storage.filestore import FileStore
+from storage.schema import upgrade
+from storage.spool import Spool
+
+from .deid import build_profile
+from .secrets import load_key
+
+__all__ = ["App", "build_app", "configure_pynetdicom"]
+
+logger = logging.getLogger(__name__)
+
+
+def configure_pynetdicom() -> None:
+    """pynetdicom's process-wide switches, as the node needs them."""
+    pynetdicom_config.STORE_RECV_CHUNKED_DATASET = True
+    pynetdicom_config.LOG_REQUEST_IDENTIFIERS = False
+    pynetdicom_config.LOG_RESPONSE_IDENTIFIERS = False
+    pynetdicom_config.ENFORCE_UID_CONFORMANCE = True
+    pynetdicom_config.UNRESTRICTED_STORAGE_SERVICE = False
+
+
+@dataclass
+class App:
+    """One node: its settings and the parts every command and handler uses."""
+
+    settings: Settings
+    engine: Engine
+    store: FileStore
+    spool: Spool
+    profile: Profile
+    lookup: KeyedPseudonyms
+    cipher: MapCipher
+    #: set when the spool received something, so that idle workers wake at once
+    wake: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.settings.storage.data_dir
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def build_app(settings: Settings, environ: Mapping[str, str]) -> App:
+    """Build the node's parts from its settings (see the module docstring).
+
+    Raises
+    ------
+    gateway.secrets.SecretError
+        When the secret cannot be read.
+    storage.errors.StorageError
+        When the database or the data folder cannot be opened.
+    """
+    configure_pynetdicom()
+    data_dir = settings.storage.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = load_key(settings.anonymizer.key_env, settings.anonymizer.key_file, environ)
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    return App(
+        settings=settings,
+        engine=engine,
+        store=FileStore(data_dir / "store"),
+        spool=Spool(data_dir / "spool"),
+        profile=build_profile(settings.anonymizer),
+        lookup=KeyedPseudonyms(key, prefix=settings.anonymizer.pseudonym_prefix),
+        # the map's own key, derived from the secret: kept outside the database
+        cipher=MapCipher(hmac.new(key, b"pseudonym-map", hashlib.sha256).digest()),
+    )

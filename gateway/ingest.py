@@ -1,0 +1,269 @@
+"""The ingest worker: spool -> de-identify -> file store -> one transaction -> release.
+
+Durability contract 2 (ARCHITECTURE): each step is idempotent, keyed by the
+(replaced) SOP Instance UID, which is a keyed function of the original:
+
+1. claim the oldest spool entry (an atomic rename, so workers in any number
+   of threads or processes never take the same one);
+2. de-identify it (:func:`anonymizer.anonymize`); an instance the engine
+   cannot de-identify, or flags for review, is quarantined with the reason;
+3. the same bytes already indexed: release, nothing else (a repeat costs
+   time, not data); different bytes under a known UID: quarantine, never
+   merge (RELIABILITY T22);
+4. write the de-identified file (temporary name, fsync, rename);
+5. in one transaction: index rows, pseudonym map (originals encrypted), an
+   audit record; then release the spool entry. A database failure removes
+   the written file and puts the entry back for a later attempt.
+
+A crash anywhere is repaired at start-up: claimed entries return to the
+spool (:meth:`storage.spool.Spool.recover`) and are processed again.
+``run_once`` is what ``serve``'s worker threads, ``ingest run --once`` and
+the tests all call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import BinaryIO
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.filewriter import dcmwrite
+from sqlalchemy.exc import SQLAlchemyError
+
+from anonymizer import AnonymizationError, Result, anonymize
+from storage import audit, index
+from storage.db import session_scope
+from storage.errors import StorageError
+from storage.records import InstanceRecord, MapEntry
+from storage.spool import SpoolEntry
+
+from .app import App
+
+__all__ = ["IngestOutcome", "IngestReport", "run_once", "process", "IngestWorkers"]
+
+logger = logging.getLogger(__name__)
+
+
+class IngestOutcome(str, Enum):
+    STORED = "stored"
+    ALREADY_PRESENT = "already_present"
+    QUARANTINED = "quarantined"
+    RETRY = "retry"
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    """Counts of one pass over the spool."""
+
+    stored: int = 0
+    already_present: int = 0
+    quarantined: int = 0
+    retry: int = 0
+
+    def add(self, outcome: IngestOutcome) -> IngestReport:
+        counts = {o: getattr(self, o.value) for o in IngestOutcome}
+        counts[outcome] += 1
+        return IngestReport(**{o.value: n for o, n in counts.items()})
+
+    @property
+    def total(self) -> int:
+        return self.stored + self.already_present + self.quarantined + self.retry
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    value = ds.get(keyword)
+    return "" if value is None else str(value)
+
+
+def _int(ds: Dataset, keyword: str) -> int | None:
+    value = ds.get(keyword)
+    try:
+        return None if value in (None, "") else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _record(result: Result, entry: SpoolEntry, stored_path: str, size: int, sha256: str,
+            received_sha256: str) -> InstanceRecord:
+    ds = result.dataset
+    return InstanceRecord(
+        patient_id=_text(ds, "PatientID"),
+        patient_name=_text(ds, "PatientName"),
+        patient_sex=_text(ds, "PatientSex"),
+        patient_birth_date=_text(ds, "PatientBirthDate"),
+        study_instance_uid=result.study_instance_uid,
+        study_date=_text(ds, "StudyDate"),
+        study_time=_text(ds, "StudyTime"),
+        accession_number=_text(ds, "AccessionNumber"),
+        study_id=_text(ds, "StudyID"),
+        study_description=_text(ds, "StudyDescription"),
+        referring_physician_name=_text(ds, "ReferringPhysicianName"),
+        series_instance_uid=result.series_instance_uid,
+        modality=_text(ds, "Modality"),
+        series_number=_int(ds, "SeriesNumber"),
+        series_description=_text(ds, "SeriesDescription"),
+        body_part_examined=_text(ds, "BodyPartExamined"),
+        sop_instance_uid=result.sop_instance_uid,
+        sop_class_uid=_text(ds, "SOPClassUID"),
+        instance_number=_int(ds, "InstanceNumber"),
+        transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
+        file_path=stored_path,
+        file_size=size,
+        sha256=sha256,
+        received_sha256=received_sha256,
+        received_at=entry.meta.received_at,
+        calling_ae_title=entry.meta.calling_ae_title,
+        source_peer=entry.meta.source_peer,
+    )
+
+
+def _map_entries(result: Result) -> list[MapEntry]:
+    """What re-identification needs, keyed by the replaced values (originals get encrypted)."""
+    study = result.study_instance_uid
+    entries = [
+        MapEntry("patient_id", study, result.patient.patient_id, study),
+        MapEntry("issuer_of_patient_id", study, result.patient.issuer, study),
+        MapEntry("patient_key", result.pseudonym.patient_id,
+                 f"{result.patient.issuer}|{result.patient.patient_id}", study),
+        MapEntry("study_instance_uid", study, result.study.study_instance_uid, study),
+        MapEntry("accession_number", study, result.study.accession_number, study),
+        MapEntry("study_id", study, result.study.study_id, study),
+    ]
+    entries += [MapEntry("uid", new, old, study) for old, new in result.uid_map.items()]
+    return entries
+
+
+def _quarantine(app: App, entry: SpoolEntry, reason: str, sop: str | None = None) -> IngestOutcome:
+    app.spool.quarantine(entry, reason)
+    with session_scope(app.engine) as session:
+        index.record_quarantine(session, entry.name, reason, entry.meta.calling_ae_title, sop)
+        audit.record(session, "quarantine", entry.meta.calling_ae_title, "failure",
+                     detail=reason)
+    logger.warning("ingest spool=%s sop=%s state=quarantined reason=%r", entry.name, sop, reason)
+    return IngestOutcome.QUARANTINED
+
+
+def process(app: App, entry: SpoolEntry) -> IngestOutcome:
+    """Ingest one claimed spool entry; see the module docstring for the steps."""
+    started = time.monotonic()
+    received_sha256 = _sha256(entry.path)
+    try:
+        result = anonymize(dcmread(entry.path), app.profile, app.lookup)
+    except AnonymizationError as exc:
+        return _quarantine(app, entry, str(exc))
+    except Exception as exc:  # pydicom raises many types on broken input
+        return _quarantine(app, entry, f"cannot be read ({type(exc).__name__})")
+    sop = result.sop_instance_uid
+    if result.needs_review:
+        return _quarantine(app, entry, "; ".join(result.needs_review), sop)
+    try:
+        with session_scope(app.engine) as session:
+            exists, known_sha = index.instance_exists(session, sop)
+    except SQLAlchemyError as exc:
+        return _retry(app, entry, sop, exc)
+    if exists and known_sha == received_sha256:
+        app.spool.release(entry)
+        logger.info("ingest sop=%s state=already_present", sop)
+        return IngestOutcome.ALREADY_PRESENT
+    if exists:
+        return _quarantine(app, entry, "different content under a known SOP Instance UID", sop)
+
+    def fill(fh: BinaryIO) -> None:
+        dcmwrite(fh, result.dataset, enforce_file_format=True)
+
+    try:
+        stored = app.store.write(fill)
+    except StorageError as exc:
+        logger.error("ingest sop=%s state=retry reason=%r", sop, str(exc))
+        app.spool.unclaim(entry)
+        return IngestOutcome.RETRY
+    record = _record(result, entry, stored.path, stored.size, stored.sha256, received_sha256)
+    try:
+        with session_scope(app.engine) as session:
+            outcome = index.add_instance(session, record, _map_entries(result), app.cipher)
+            if outcome is index.AddOutcome.ADDED:
+                audit.record(session, "store", entry.meta.calling_ae_title, "success",
+                             study_instance_uid=result.study_instance_uid)
+    except SQLAlchemyError as exc:
+        app.store.remove(stored.path)
+        return _retry(app, entry, sop, exc)
+    if outcome is not index.AddOutcome.ADDED:
+        app.store.remove(stored.path)
+        if outcome is index.AddOutcome.CONFLICT:
+            return _quarantine(app, entry, "different content under a known SOP Instance UID",
+                               sop)
+        app.spool.release(entry)
+        return IngestOutcome.ALREADY_PRESENT
+    app.spool.release(entry)
+    logger.info("ingest sop=%s study=%s patient=%s state=stored elapsed=%.3fs", sop,
+                result.study_instance_uid, result.pseudonym.patient_id,
+                time.monotonic() - started)
+    return IngestOutcome.STORED
+
+
+def _retry(app: App, entry: SpoolEntry, sop: str, exc: Exception) -> IngestOutcome:
+    logger.error("ingest sop=%s state=retry reason=%r", sop, type(exc).__name__)
+    app.spool.unclaim(entry)
+    return IngestOutcome.RETRY
+
+
+def run_once(app: App, limit: int | None = None) -> IngestReport:
+    """Process spool entries until the spool is empty (or ``limit`` were taken)."""
+    report = IngestReport()
+    while limit is None or report.total < limit:
+        entry = app.spool.claim()
+        if entry is None:
+            break
+        outcome = process(app, entry)
+        report = report.add(outcome)
+        if outcome is IngestOutcome.RETRY:
+            break  # the database or the disk is failing: back off, try later
+    return report
+
+
+class IngestWorkers:
+    """``n`` threads draining the spool; they wake when a store arrives, or every second."""
+
+    def __init__(self, app: App, count: int) -> None:
+        self._app = app
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"ingest-{n}", daemon=True)
+            for n in range(count)
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._app.wake.set()
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                report = run_once(self._app)
+            except Exception:  # a worker never dies; the entry stays in the spool
+                logger.exception("ingest worker error")
+                report = IngestReport(retry=1)
+            if report.total == 0 or report.retry:
+                self._app.wake.wait(1.0 if not report.retry else 5.0)
+                self._app.wake.clear()

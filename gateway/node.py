@@ -1,0 +1,83 @@
+"""A running node: the listener, the ingest workers, and their start-up repair.
+
+``Node(app).start()`` is what ``dicom-gateway serve`` runs and what the
+integration tests start on a free loopback port. Before it listens it
+repairs what a crash may have left (durability contract 2): pynetdicom's
+partial receive files and spool temporaries are swept, claimed spool entries
+go back to the spool, and the file store's temporaries are removed; the
+workers then process the spool from the oldest entry.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+from pynetdicom.transport import ThreadedAssociationServer
+
+from .app import App
+from .ingest import IngestWorkers
+from .policy import is_loopback
+from .scp import build_ae, start_listener
+
+__all__ = ["Node"]
+
+logger = logging.getLogger(__name__)
+
+
+class Node:
+    """The listener and the ingest workers of one :class:`~gateway.app.App`."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.server: ThreadedAssociationServer | None = None
+        self.workers = IngestWorkers(app, app.settings.ingest.workers)
+
+    @property
+    def port(self) -> int:
+        if self.server is None:
+            raise RuntimeError("the node is not listening")
+        return int(self.server.server_address[1])
+
+    def repair(self) -> None:
+        """Undo what an interrupted run left behind (see the module docstring)."""
+        receiving = self.receiving_dir
+        swept = 0
+        for leftover in receiving.glob("*.dcm"):
+            leftover.unlink(missing_ok=True)
+            swept += 1
+        recovered = self.app.spool.recover()
+        temporary = self.app.store.sweep_temporary()
+        logger.info("repair partial_receives=%d spool_recovered=%d store_temporaries=%d",
+                    swept, recovered, temporary)
+
+    @property
+    def receiving_dir(self) -> Path:
+        """Where pynetdicom streams datasets: on the spool's filesystem, so a rename moves them."""
+        path = self.app.data_dir / "spool" / "receiving"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def start(self, *, own_tempdir: bool = False) -> None:
+        """Repair, start the workers, then listen.
+
+        With ``own_tempdir`` (``serve``, one node per process) pynetdicom's
+        temporary files go to the spool's ``receiving/`` folder, where a
+        rename moves them into the spool and start-up sweeps leftovers.
+        """
+        if own_tempdir:
+            tempfile.tempdir = str(self.receiving_dir)
+        self.repair()
+        settings = self.app.settings
+        if not is_loopback(settings.listener.bind) and settings.policy.store_open:
+            logger.warning("policy store_open=true: unregistered callers may store on %s",
+                           settings.listener.bind)
+        self.workers.start()
+        self.server = start_listener(self.app, build_ae(self.app))
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server = None
+        self.workers.stop()

@@ -1,0 +1,115 @@
+"""The Application Entity: presentation contexts, limits and the association policy.
+
+Services (PS3.4): Verification SCP (A), Storage SCP (B) for every storage SOP
+class pynetdicom knows, each with the transfer syntaxes below, accepted as
+received: compressed pixel data is never decoded here. Deflated Explicit VR
+Little Endian is not offered (RELIABILITY T18: a small deflated stream can
+inflate to gigabytes). A SOP class outside this list gets its presentation
+context rejected with reason 3, abstract syntax not supported (T19).
+
+Limits come from ``[limits]``: maximum associations (then A-ASSOCIATE-RJ
+transient, local limit exceeded), ACSE/DIMSE/network timeouts, maximum PDU.
+Every accepted socket gets TCP_NODELAY (without it, small DIMSE responses
+wait on Nagle's algorithm).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Any
+
+from pydicom.uid import (
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLosslessSV1,
+    JPEGLossless,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.transport import ThreadedAssociationServer
+
+from .app import App
+from .handlers import handle_echo, handle_store
+from .policy import admit, record_refusal
+
+__all__ = ["TRANSFER_SYNTAXES", "build_ae", "start_listener"]
+
+logger = logging.getLogger(__name__)
+
+#: what the Storage SCP accepts, as received (PS3.5 Annex A)
+TRANSFER_SYNTAXES = [
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    JPEG2000Lossless,
+    JPEG2000,
+    RLELossless,
+]
+
+
+def build_ae(app: App) -> AE:
+    """The AE with its contexts and limits (no listener yet)."""
+    settings = app.settings
+    ae = AE(ae_title=settings.node.ae_title)
+    limits = settings.limits
+    ae.maximum_associations = limits.max_associations
+    ae.acse_timeout = limits.acse_timeout
+    ae.dimse_timeout = limits.dimse_timeout
+    ae.network_timeout = limits.network_timeout
+    ae.maximum_pdu_size = limits.max_pdu
+    ae.require_called_aet = True
+    ae.add_supported_context(Verification)
+    for context in AllStoragePresentationContexts:
+        ae.add_supported_context(context.abstract_syntax, TRANSFER_SYNTAXES)
+    return ae
+
+
+def _on_open(event: Any) -> None:
+    sock = event.assoc.dul.socket
+    if sock is not None and sock.socket is not None:
+        sock.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _on_requested(event: Any, app: App) -> None:
+    assoc = event.assoc
+    primitive = assoc.requestor.primitive
+    calling = str(primitive.calling_ae_title).strip()
+    called = str(primitive.called_ae_title).strip()
+    address = str(assoc.requestor.address)
+    decision = admit(app, calling, called, address)
+    if not decision.admitted and decision.reject is not None:
+        record_refusal(app, "association-rejected", calling, decision.reason)
+        assoc.acse.send_reject(*decision.reject)
+        return
+    assoc.gateway_decision = decision
+
+
+def start_listener(app: App, ae: AE | None = None) -> ThreadedAssociationServer:
+    """Start serving on ``listener.bind``:``listener.port`` (port 0 picks a free one)."""
+    ae = ae or build_ae(app)
+    handlers = [
+        (evt.EVT_CONN_OPEN, _on_open),
+        (evt.EVT_REQUESTED, _on_requested, [app]),
+        (evt.EVT_C_ECHO, handle_echo),
+        (evt.EVT_C_STORE, handle_store, [app]),
+    ]
+    address = (app.settings.listener.bind, app.settings.listener.port)
+    server = ae.start_server(address, block=False, evt_handlers=handlers)
+    host, port = server.server_address[:2]
+    logger.info("listening ae_title=%s address=%s:%s", app.settings.node.ae_title, host, port)
+    return server

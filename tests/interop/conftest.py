@@ -1,0 +1,83 @@
+"""Interop fixtures: the node started as a user starts it (``dicom-gateway serve``)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TEST_KEY_HEX, require_tool
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServedNode:
+    """A ``dicom-gateway serve`` process and what a test needs to talk to it."""
+
+    port: int
+    data_dir: Path
+    database_url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+
+def _echo_ok(port: int) -> bool:
+    run = subprocess.run([require_tool("echoscu", "dcmtk"), "-aec", "GATEWAY", "-to", "2",
+                          "127.0.0.1", str(port)], capture_output=True, check=False)
+    return run.returncode == 0
+
+
+@pytest.fixture
+def serve(tmp_path: Path, db_url: str) -> Iterator[Callable[..., ServedNode]]:
+    """Start ``dicom-gateway serve`` processes on free ports; stop them afterwards."""
+    program = Path(sys.executable).parent / "dicom-gateway"
+    processes: list[ServedNode] = []
+
+    def start(data_dir: Path | None = None, port: int | None = None,
+              **env: str) -> ServedNode:
+        port = port or free_port()
+        data_dir = data_dir or tmp_path / "var"
+        log = tmp_path / f"serve-{len(processes)}.log"
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("DICOM_GATEWAY_")}
+        environment.update({"DICOM_GATEWAY_HMAC_KEY": TEST_KEY_HEX, **env})
+        process = subprocess.Popen(
+            [str(program), "serve", "--port", str(port), "--data-dir", str(data_dir),
+             "--database-url", db_url],
+            stdout=subprocess.DEVNULL, stderr=log.open("wb"), env=environment, cwd=tmp_path,
+        )
+        node = ServedNode(port, data_dir, db_url, process, log)
+        processes.append(node)
+        deadline = time.monotonic() + 60
+        while not _echo_ok(port):
+            if process.poll() is not None:
+                pytest.fail(f"serve exited with {process.returncode}: {log.read_text()[-2000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail("serve did not answer C-ECHO within 60 s")
+            time.sleep(0.1)
+        return node
+
+    yield start
+    for node in processes:
+        if node.process.poll() is None:
+            node.process.terminate()
+            try:
+                node.process.wait(20)
+            except subprocess.TimeoutExpired:
+                node.kill()
