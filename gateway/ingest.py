@@ -24,6 +24,7 @@ the tests all call.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 import time
@@ -38,9 +39,12 @@ from pydicom.filewriter import dcmwrite
 from sqlalchemy.exc import SQLAlchemyError
 
 from anonymizer import AnonymizationError, Result, anonymize
-from storage import audit, index
+import storage.audit as audit
+import storage.index as index
+import storage.quarantine as quarantine
 from storage.db import session_scope
 from storage.errors import StorageError
+from storage.models import MapKind
 from storage.records import InstanceRecord, MapEntry
 from storage.spool import SpoolEntry
 
@@ -135,23 +139,29 @@ def _record(result: Result, entry: SpoolEntry, stored_path: str, size: int, sha2
 def _map_entries(result: Result) -> list[MapEntry]:
     """What re-identification needs, keyed by the replaced values (originals get encrypted)."""
     study = result.study_instance_uid
+    name = result.patient.fallback.rpartition("|")[0]
+    patient = json.dumps({"patient_id": result.patient.patient_id,
+                          "issuer_of_patient_id": result.patient.issuer,
+                          "patient_name": name}, sort_keys=True)
     entries = [
-        MapEntry("patient_id", study, result.patient.patient_id, study),
-        MapEntry("issuer_of_patient_id", study, result.patient.issuer, study),
-        MapEntry("patient_key", result.pseudonym.patient_id,
-                 f"{result.patient.issuer}|{result.patient.patient_id}", study),
-        MapEntry("study_instance_uid", study, result.study.study_instance_uid, study),
-        MapEntry("accession_number", study, result.study.accession_number, study),
-        MapEntry("study_id", study, result.study.study_id, study),
+        MapEntry(kind=MapKind.PATIENT, pseudonym=result.pseudonym.patient_id, original=patient,
+                 study_instance_uid=study),
+        MapEntry(kind=MapKind.STUDY, pseudonym=study,
+                 original=result.study.study_instance_uid, study_instance_uid=study),
+        MapEntry(kind=MapKind.ACCESSION, pseudonym=study, original=result.study.accession_number,
+                 study_instance_uid=study),
+        MapEntry(kind=MapKind.STUDY_ID, pseudonym=study, original=result.study.study_id,
+                 study_instance_uid=study),
     ]
-    entries += [MapEntry("uid", new, old, study) for old, new in result.uid_map.items()]
+    entries += [MapEntry(kind=MapKind.UID, pseudonym=new, original=old, study_instance_uid=study)
+                for old, new in result.uid_map.items()]
     return entries
 
 
 def _quarantine(app: App, entry: SpoolEntry, reason: str, sop: str | None = None) -> IngestOutcome:
     app.spool.quarantine(entry, reason)
     with session_scope(app.engine) as session:
-        index.record_quarantine(session, entry.name, reason, entry.meta.calling_ae_title, sop)
+        quarantine.record(session, entry.name, reason, entry.meta.calling_ae_title, sop)
         audit.record(session, "quarantine", entry.meta.calling_ae_title, "failure",
                      detail=reason)
     logger.warning("ingest spool=%s sop=%s state=quarantined reason=%r", entry.name, sop, reason)

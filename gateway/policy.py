@@ -20,7 +20,8 @@ import ipaddress
 import logging
 from dataclasses import dataclass
 
-from storage import audit, peers
+import storage.audit as audit
+import storage.peers as peers
 from storage.db import session_scope
 
 from .app import App

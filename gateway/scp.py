@@ -34,7 +34,6 @@ from pydicom.uid import (
     RLELossless,
 )
 from pynetdicom import AE, AllStoragePresentationContexts, evt
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from .app import App
@@ -44,6 +43,8 @@ from .policy import admit, record_refusal
 __all__ = ["TRANSFER_SYNTAXES", "build_ae", "start_listener"]
 
 logger = logging.getLogger(__name__)
+
+VERIFICATION = "1.2.840.10008.1.1"
 
 #: what the Storage SCP accepts, as received (PS3.5 Annex A)
 TRANSFER_SYNTAXES = [
@@ -73,9 +74,10 @@ def build_ae(app: App) -> AE:
     ae.network_timeout = limits.network_timeout
     ae.maximum_pdu_size = limits.max_pdu
     ae.require_called_aet = True
-    ae.add_supported_context(Verification)
+    ae.add_supported_context(VERIFICATION)
     for context in AllStoragePresentationContexts:
-        ae.add_supported_context(context.abstract_syntax, TRANSFER_SYNTAXES)
+        if context.abstract_syntax is not None:
+            ae.add_supported_context(context.abstract_syntax, TRANSFER_SYNTAXES)
     return ae
 
 
@@ -94,7 +96,10 @@ def _on_requested(event: Any, app: App) -> None:
     decision = admit(app, calling, called, address)
     if not decision.admitted and decision.reject is not None:
         record_refusal(app, "association-rejected", calling, decision.reason)
+        # as pynetdicom's own acceptor does: queue the A-ASSOCIATE-RJ, then stop the
+        # DUL once it has sent it, so the socket is not closed before the peer reads it
         assoc.acse.send_reject(*decision.reject)
+        assoc.kill()
         return
     assoc.gateway_decision = decision
 
@@ -102,7 +107,7 @@ def _on_requested(event: Any, app: App) -> None:
 def start_listener(app: App, ae: AE | None = None) -> ThreadedAssociationServer:
     """Start serving on ``listener.bind``:``listener.port`` (port 0 picks a free one)."""
     ae = ae or build_ae(app)
-    handlers = [
+    handlers: list[Any] = [
         (evt.EVT_CONN_OPEN, _on_open),
         (evt.EVT_REQUESTED, _on_requested, [app]),
         (evt.EVT_C_ECHO, handle_echo),
@@ -110,6 +115,8 @@ def start_listener(app: App, ae: AE | None = None) -> ThreadedAssociationServer:
     ]
     address = (app.settings.listener.bind, app.settings.listener.port)
     server = ae.start_server(address, block=False, evt_handlers=handlers)
+    if server is None:  # only a blocking server returns None
+        raise RuntimeError("the listener did not start")
     host, port = server.server_address[:2]
     logger.info("listening ae_title=%s address=%s:%s", app.settings.node.ae_title, host, port)
     return server

@@ -13,8 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pydicom import dcmread
-from pydicom.dataset import Dataset
+import pytest
 from pynetdicom import AE
+from pynetdicom import _config as pynetdicom_config
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 from sqlalchemy import func, select
 
@@ -78,28 +79,38 @@ def test_the_same_instance_twice_is_stored_once(
     assert _indexed(node) == 1
 
 
-def _file_with(tmp_path: Path, study: Corpus, mutate: Callable[[Dataset], None],
-               cut: int = 0) -> Path:
+def _file_with(tmp_path: Path, study: Corpus, *, cut: int = 0, other_meta_uid: bool = False
+               ) -> Path:
+    """A file as a misbehaving sender has it: cut short, or whose File Meta names another
+    instance than its dataset (the SCU takes the request's Affected SOP Instance UID from
+    the File Meta)."""
     ds = dcmread(next(iter(study.files.values())))
-    mutate(ds)
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     data = buffer.getvalue()
+    if other_meta_uid:
+        uid = str(ds.SOPInstanceUID).encode()
+        changed = uid[:-1] + (b"1" if uid[-1:] != b"1" else b"2")
+        data = data.replace(uid, changed, 1)  # the first one is in the File Meta
     path = tmp_path / "crafted.dcm"
     path.write_bytes(data[: len(data) - cut] if cut else data)
     return path
 
 
+@pytest.fixture
+def send_raw(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pynetdicom sends a file's bytes as they are (not re-encoded by pydicom)."""
+    monkeypatch.setattr(pynetdicom_config, "STORE_SEND_CHUNKED_DATASET", True)
+
+
+@pytest.mark.usefixtures("send_raw")
 def test_dataset_uid_differing_from_the_request_gets_a900(
     make_node: Callable[..., object], tmp_path: Path
 ) -> None:
     node = make_node()
     study = make_clinic_study(tmp_path / "study", series=1, per_series=1, jpeg=False)
 
-    def mismatch(ds: Dataset) -> None:  # the request takes its UID from the file meta
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID + ".1"
-
-    path = _file_with(tmp_path, study, mismatch)
+    path = _file_with(tmp_path, study, other_meta_uid=True)
     assoc = _scu().associate("127.0.0.1", node.port, ae_title="GATEWAY")  # type: ignore[attr-defined]
     status = assoc.send_c_store(path)
     assoc.release()
@@ -108,12 +119,13 @@ def test_dataset_uid_differing_from_the_request_gets_a900(
     assert node.app.spool.depth() == 0 and _indexed(node) == 0  # type: ignore[attr-defined]
 
 
+@pytest.mark.usefixtures("send_raw")
 def test_truncated_dataset_gets_c000_and_nothing_is_kept(
     make_node: Callable[..., object], tmp_path: Path
 ) -> None:
     node = make_node()
     study = make_clinic_study(tmp_path / "study", series=1, per_series=1, jpeg=False)
-    path = _file_with(tmp_path, study, lambda ds: None, cut=1000)
+    path = _file_with(tmp_path, study, cut=1000)
     assoc = _scu().associate("127.0.0.1", node.port, ae_title="GATEWAY")  # type: ignore[attr-defined]
     status = assoc.send_c_store(path)
     assoc.release()

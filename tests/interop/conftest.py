@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
@@ -32,6 +33,7 @@ class ServedNode:
     database_url: str
     process: subprocess.Popen[bytes]
     log: Path
+    log_file: BinaryIO
 
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)
@@ -55,14 +57,15 @@ def serve(tmp_path: Path, db_url: str) -> Iterator[Callable[..., ServedNode]]:
         port = port or free_port()
         data_dir = data_dir or tmp_path / "var"
         log = tmp_path / f"serve-{len(processes)}.log"
+        log_file = log.open("wb")
         environment = {k: v for k, v in os.environ.items() if not k.startswith("DICOM_GATEWAY_")}
         environment.update({"DICOM_GATEWAY_HMAC_KEY": TEST_KEY_HEX, **env})
         process = subprocess.Popen(
             [str(program), "serve", "--port", str(port), "--data-dir", str(data_dir),
              "--database-url", db_url],
-            stdout=subprocess.DEVNULL, stderr=log.open("wb"), env=environment, cwd=tmp_path,
+            stdout=subprocess.DEVNULL, stderr=log_file, env=environment, cwd=tmp_path,
         )
-        node = ServedNode(port, data_dir, db_url, process, log)
+        node = ServedNode(port, data_dir, db_url, process, log, log_file)
         processes.append(node)
         deadline = time.monotonic() + 60
         while not _echo_ok(port):
@@ -81,3 +84,4 @@ def serve(tmp_path: Path, db_url: str) -> Iterator[Callable[..., ServedNode]]:
                 node.process.wait(20)
             except subprocess.TimeoutExpired:
                 node.kill()
+        node.log_file.close()
