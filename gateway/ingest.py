@@ -197,7 +197,8 @@ def process(app: App, entry: SpoolEntry) -> IngestOutcome:
         dcmwrite(fh, result.dataset, enforce_file_format=True)
 
     try:
-        stored = app.store.write(fill)
+        # same instance, same received bytes: the same name, so a retry replaces its file
+        stored = app.store.write(fill, key=f"{sop}|{received_sha256}")
     except StorageError as exc:
         logger.error("ingest sop=%s state=retry reason=%r", sop, str(exc))
         app.spool.unclaim(entry)

@@ -1,0 +1,81 @@
+"""kill -9 of the node while DCMTK storescu sends 300 instances, then a restart.
+
+Durability contract 1 and 2 (RELIABILITY I1, T26): every instance the node
+answered 0x0000 is in the index after the restart, exactly once; the spool
+drains; nothing is half-written.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from sqlalchemy import select
+
+from anonymizer import KeyedPseudonyms
+from storage.db import make_engine, session_scope
+from storage.models import Instance
+from tests.conftest import TEST_KEY_HEX, require_tool, wait_until
+from tests.corpus import make_clinic_study
+from tests.interop.conftest import ServedNode
+
+pytestmark = [pytest.mark.interop, pytest.mark.slow]
+
+
+def _indexed_uids(url: str) -> list[str]:
+    engine = make_engine(url)
+    try:
+        with session_scope(engine) as session:
+            return [str(uid) for uid in session.scalars(select(Instance.sop_instance_uid))]
+    finally:
+        engine.dispose()
+
+
+def test_kill_9_while_receiving_loses_no_acknowledged_instance(
+    serve: Callable[..., ServedNode], tmp_path: Path
+) -> None:
+    study = make_clinic_study(tmp_path / "study", series=3, per_series=100, jpeg=False)
+    node = serve()
+    sender = subprocess.Popen(
+        [require_tool("storescu", "dcmtk"), "-v", "-nh", "-aet", "CLINIC", "-aec", "GATEWAY",
+         "+sd", "127.0.0.1", str(node.port), str(study.root)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "TCP_NODELAY": "1"},
+    )
+    log: list[str] = []
+    assert sender.stdout is not None
+    for line in sender.stdout:  # kill the node once a hundred instances were acknowledged
+        log.append(line)
+        if sum("Received Store Response (Success)" in x for x in log) >= 100:
+            node.kill()
+            break
+    rest, _ = sender.communicate(timeout=120)
+    log.append(rest)
+    # which files were answered Success: each "Sending file" is followed by its response
+    acknowledged: list[str] = []
+    current: str | None = None
+    for line in "".join(log).splitlines():
+        sending = re.search(r"Sending file: (.+)$", line)
+        if sending:
+            current = sending.group(1).strip()
+        elif "Received Store Response (Success)" in line and current:
+            acknowledged.append(current)
+            current = None
+    assert 100 <= len(acknowledged) < 300, "the kill did not land mid-transfer"
+    restarted = serve(data_dir=node.data_dir)
+    space = KeyedPseudonyms(bytes.fromhex(TEST_KEY_HEX))
+    expected = {space.uid(str(dcmread(path, stop_before_pixels=True).SOPInstanceUID))
+                for path in acknowledged}
+    wait_until(lambda: expected <= set(_indexed_uids(restarted.database_url)), timeout=180,
+               what="every acknowledged instance indexed after the restart")
+    indexed = _indexed_uids(restarted.database_url)
+    assert len(indexed) == len(set(indexed)), "an instance was indexed twice"
+    spool = node.data_dir / "spool"
+    wait_until(lambda: not list((spool / "incoming").glob("*")), timeout=60, what="spool drained")
+    stored = list((node.data_dir / "store").rglob("*.dcm"))
+    assert len(stored) == len(indexed), "files and index rows differ"
