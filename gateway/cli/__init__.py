@@ -62,7 +62,11 @@ def main(ctx: click.Context, config_path: Path | None, verbose: int, quiet: bool
 _COMMANDS: list[str] = [
     "gateway.cli.anonymize:anonymize",
     "gateway.cli.config:config",
+    "gateway.cli.db:db",
+    "gateway.cli.ingest:ingest",
+    "gateway.cli.peer:peer",
     "gateway.cli.serve:serve",
+    "gateway.cli.study:study",
 ]
 
 

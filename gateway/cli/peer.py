@@ -1,0 +1,253 @@
+"""``dicom-gateway peer``: register, list, show and remove remote AEs, and C-ECHO them.
+
+``peer add`` checks every value and names the offending option on failure
+(exit 2); an unknown slug exits 3; ``peer echo`` exits 4 when the peer
+cannot be reached and 1 when it answers with anything but success.
+Adding and removing a peer are audited with the OS user as the actor.
+"""
+
+from __future__ import annotations
+
+import getpass
+import ipaddress
+import json
+import re
+from typing import Any
+
+import click
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+import storage.audit as audit
+import storage.peers as peers
+from gateway.cli._context import AppContext, pass_app
+from gateway.cli._exit import translate_errors
+from gateway.cli._node import node_app, print_table, storage_failure
+from gateway.errors import GatewayError, NotFoundError, PeerUnreachable, UsageError
+from storage.db import session_scope
+from storage.errors import StorageError
+from storage.records import PeerRecord
+
+__all__ = ["peer"]
+
+#: storage's field names in its messages, as the options that set them
+_OPTIONS = {
+    "slug": "SLUG",
+    "ae_title": "--ae-title",
+    "host": "--host",
+    "port": "--port",
+    "roles": "--role",
+    "pinned_address": "--pin-address",
+}
+_FIELD = re.compile(r"^peer (slug|ae_title|host|port|roles|pinned_address):")
+
+
+@click.group()
+def peer() -> None:
+    """Register, list, show and remove remote AEs; C-ECHO them."""
+
+
+def _actor() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value, 10)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise UsageError(f"--port: expected an integer 1-65535, got {value!r}")
+    return port
+
+
+def _roles(values: tuple[str, ...]) -> tuple[str, ...]:
+    roles = tuple(role.strip().lower() for value in values for role in value.split(","))
+    unknown = [role for role in roles if role not in peers.ROLES]
+    if unknown or not roles:
+        got = ", ".join(repr(role) for role in unknown) if unknown else "none"
+        raise UsageError(f"--role: expected one or more of {', '.join(peers.ROLES)}, got {got}")
+    return roles
+
+
+def _address(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise UsageError(
+            f"--pin-address: expected an IPv4 or IPv6 address, got {value!r}"
+        ) from None
+
+
+def _as_usage(exc: StorageError) -> UsageError:
+    message = " ".join(str(exc).split())
+    match = _FIELD.match(message)
+    if match is not None:
+        message = f"{_OPTIONS[match.group(1)]}:{message[match.end():]}"
+    return UsageError(message)
+
+
+def _as_dict(record: PeerRecord) -> dict[str, Any]:
+    return {
+        "slug": record.slug,
+        "ae_title": record.ae_title,
+        "host": record.host,
+        "port": record.port,
+        "roles": list(record.roles),
+        "pinned_address": record.pinned_address,
+        "created_at": record.created_at.isoformat() if record.created_at else None,
+    }
+
+
+def _get(app: AppContext, slug: str) -> PeerRecord:
+    node = node_app(app)
+    try:
+        with session_scope(node.engine, readonly=True) as session:
+            record = peers.get(session, slug)
+    except StorageError as exc:
+        raise storage_failure(exc) from exc
+    if record is None:
+        raise NotFoundError(f"peer {slug!r} not found; see: dicom-gateway peer list")
+    return record
+
+
+@peer.command()
+@click.argument("slug")
+@click.option("--ae-title", required=True, help="The peer's AE title (1-16 characters).")
+@click.option("--host", required=True, help="Host name or address to connect to.")
+@click.option("--port", "port_text", required=True, metavar="PORT", help="TCP port, 1-65535.")
+@click.option(
+    "--role",
+    "role_values",
+    multiple=True,
+    required=True,
+    metavar="ROLE",
+    help="source, query, retrieve or destination; repeat for several.",
+)
+@click.option("--pin-address", default=None, metavar="IP",
+              help="Accept this peer's associations only from this address.")
+@pass_app
+@translate_errors
+def add(app: AppContext, slug: str, ae_title: str, host: str, port_text: str,
+        role_values: tuple[str, ...], pin_address: str | None) -> None:
+    """Register a peer under SLUG (lowercase letters, digits, dashes)."""
+    wanted = PeerRecord(
+        slug=slug, ae_title=ae_title, host=host, port=_port(port_text),
+        roles=_roles(role_values), pinned_address=_address(pin_address),
+    )
+    node = node_app(app)
+    try:
+        with session_scope(node.engine) as session:
+            try:
+                record = peers.add(session, wanted)
+            except StorageError as exc:
+                raise _as_usage(exc) from exc
+            audit.record(session, "peer-add", _actor(), "success", detail=f"peer {record.slug}")
+    except StorageError as exc:
+        raise storage_failure(exc) from exc
+    click.echo(f"peer {record.slug} added ({record.ae_title}@{record.host}:{record.port}, "
+               f"roles {','.join(record.roles)})")
+
+
+@peer.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@pass_app
+@translate_errors
+def list_(app: AppContext, as_json: bool) -> None:
+    """List the registered peers."""
+    node = node_app(app)
+    try:
+        with session_scope(node.engine, readonly=True) as session:
+            records = peers.list_all(session)
+    except StorageError as exc:
+        raise storage_failure(exc) from exc
+    if as_json:
+        click.echo(json.dumps([_as_dict(record) for record in records], indent=2))
+        return
+    if not records:
+        click.echo("no peers; add one with: dicom-gateway peer add", err=True)
+        return
+    header = ("SLUG", "AE TITLE", "HOST", "PORT", "ROLES", "PINNED")
+    rows = [
+        (r.slug, r.ae_title, r.host, str(r.port), ",".join(r.roles), r.pinned_address or "-")
+        for r in records
+    ]
+    print_table(header, rows)
+
+
+@peer.command()
+@click.argument("slug")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@pass_app
+@translate_errors
+def show(app: AppContext, slug: str, as_json: bool) -> None:
+    """Show one peer; exit 3 when there is none with SLUG."""
+    data = _as_dict(_get(app, slug))
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    data["roles"] = ",".join(data["roles"])
+    width = max(len(key) for key in data) + 1
+    for key, value in data.items():
+        click.echo(f"{key + ':':<{width}} {'-' if value is None else value}")
+
+
+@peer.command()
+@click.argument("slug")
+@pass_app
+@translate_errors
+def remove(app: AppContext, slug: str) -> None:
+    """Remove a peer (audited); exit 3 when there is none with SLUG."""
+    node = node_app(app)
+    try:
+        with session_scope(node.engine) as session:
+            removed = peers.remove(session, slug)
+            if removed:
+                audit.record(session, "peer-remove", _actor(), "success", detail=f"peer {slug}")
+    except StorageError as exc:
+        raise storage_failure(exc) from exc
+    if not removed:
+        raise NotFoundError(f"peer {slug!r} not found; see: dicom-gateway peer list")
+    click.echo(f"peer {slug} removed")
+
+
+@peer.command()
+@click.argument("slug")
+@pass_app
+@translate_errors
+def echo(app: AppContext, slug: str) -> None:
+    """Send a C-ECHO to the peer; exit 4 when unreachable, 1 when it fails."""
+    record = _get(app, slug)
+    settings = app.settings
+    ae = AE(ae_title=settings.node.ae_title)
+    ae.add_requested_context(Verification)
+    ae.acse_timeout = settings.limits.acse_timeout
+    ae.dimse_timeout = settings.limits.dimse_timeout
+    ae.network_timeout = settings.limits.network_timeout
+    ae.connection_timeout = settings.limits.network_timeout
+    where = f"{record.ae_title}@{record.host}:{record.port}"
+    assoc = ae.associate(record.host, record.port, ae_title=record.ae_title)
+    try:
+        if assoc.is_rejected:
+            raise GatewayError(f"peer {slug} ({where}) rejected the association from "
+                               f"{settings.node.ae_title}; check its AE configuration")
+        if not assoc.is_established:
+            raise PeerUnreachable(f"peer {slug} ({where}) cannot be reached; "
+                                  "check --host and --port")
+        status = assoc.send_c_echo()
+    finally:
+        if assoc.is_established:
+            assoc.release()
+        ae.shutdown()
+    code = getattr(status, "Status", None)
+    if code is None:
+        raise GatewayError(f"peer {slug} ({where}) did not answer the C-ECHO")
+    if code != 0x0000:
+        raise GatewayError(f"peer {slug} ({where}) answered the C-ECHO with status 0x{code:04X}")
+    click.echo(f"peer {slug} ({where}): C-ECHO status 0x{code:04X} (success)")
+

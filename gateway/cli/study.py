@@ -1,0 +1,269 @@
+"""``dicom-gateway study``: list, show, re-identify and delete indexed studies.
+
+``list`` and ``show`` print pseudonymized values only. ``reidentify`` prints
+the original identifiers behind a study's pseudonyms, read from the
+encrypted map, and writes an audit record naming the OS user. ``delete``
+removes a study's index rows and files (audited). ``quarantine`` lists the
+received files held back by the ingest worker. An unknown study exits 3.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+from datetime import datetime
+from typing import Any
+
+import click
+
+import storage.audit as audit
+import storage.index as index
+import storage.pseudomap as pseudomap
+import storage.quarantine as quarantine_records
+from gateway.cli._context import AppContext, pass_app
+from gateway.cli._exit import translate_errors
+from gateway.cli._node import node_app, print_table, storage_failure
+from gateway.errors import NotFoundError
+from storage.db import session_scope
+from storage.errors import StorageError
+from storage.records import StudySummary
+from storage.studies import get_study, list_studies
+
+__all__ = ["study"]
+
+logger = logging.getLogger(__name__)
+
+
+@click.group()
+def study() -> None:
+    """List, show, re-identify and delete indexed studies."""
+
+
+def _actor() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _time(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _not_found(uid: str) -> NotFoundError:
+    return NotFoundError(f"study {uid} not found; see: dicom-gateway study list")
+
+
+def _summary(item: StudySummary) -> dict[str, Any]:
+    return {
+        "study_instance_uid": item.study_instance_uid,
+        "patient_id": item.patient_id,
+        "patient_name": item.patient_name,
+        "study_date": item.study_date,
+        "study_description": item.study_description,
+        "modalities_in_study": list(item.modalities_in_study),
+        "number_of_study_related_series": item.number_of_study_related_series,
+        "number_of_study_related_instances": item.number_of_study_related_instances,
+        "source_peer": item.source_peer,
+        "calling_ae_title": item.calling_ae_title,
+        "state": item.state.value,
+        "last_received_at": _time(item.last_received_at),
+    }
+
+
+@study.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@click.option("--quarantined", is_flag=True, help="Only studies held in quarantine.")
+@pass_app
+@translate_errors
+def list_(app: AppContext, as_json: bool, quarantined: bool) -> None:
+    """List indexed studies, newest first (pseudonymized values only)."""
+    node = node_app(app)
+    try:
+        with session_scope(node.engine, readonly=True) as session:
+            items = list_studies(session, quarantined=True if quarantined else None)
+    except StorageError as exc:
+        raise storage_failure(exc) from exc
+    if as_json:
+        click.echo(json.dumps([_summary(item) for item in items], indent=2))
+        return
+    if not items:
+        click.echo("no studies", err=True)
+        return
+    header = ("STUDY UID", "PATIENT", "DATE", "DESCRIPTION", "MODALITIES", "SERIES",
+              "INSTANCES", "SENDER", "STATE")
+    rows = [
+        (item.study_instance_uid, item.patient_id, item.study_date, item.study_description,
+         ",".join(item.modalities_in_study), str(item.number_of_study_related_series),
+         str(item.number_of_study_related_instances),
+         item.source_peer or item.calling_ae_title, item.state.value)
+        for item in items
+    ]
+    print_table(header, rows)
+
+
+@study.command()
+@click.argument("uid")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@pass_app
+@translate_errors
+def show(app: AppContext, uid: str, as_json: bool) -> None:
+    """Show one study and its series (pseudonymized values only)."""
+    node = node_app(app)
+    try:
+        with session_scope(node.engine, readonly=True) as session:
+            detail = get_study(session, uid)
+    except StorageError as exc:
+        raise storage_failure(exc) from exc
+    if detail is None:
+        raise _not_found(uid)
+    data: dict[str, Any] = {
+        "study_instance_uid": detail.study_instance_uid,
+        "patient_id": detail.patient_id,
+        "patient_name": detail.patient_name,
+        "patient_sex": detail.patient_sex,
+        "patient_birth_date": detail.patient_birth_date,
+        "study_date": detail.study_date,
+        "study_time": detail.study_time,
+        "accession_number": detail.accession_number,
+        "study_id": detail.study_id,
+        "study_description": detail.study_description,
+        "modalities_in_study": list(detail.modalities_in_study),
+        "sop_classes_in_study": list(detail.sop_classes_in_study),
+        "number_of_study_related_series": detail.number_of_study_related_series,
+        "number_of_study_related_instances": detail.number_of_study_related_instances,
+        "source_peer": detail.source_peer,
+        "calling_ae_title": detail.calling_ae_title,
+        "state": detail.state.value,
+        "first_received_at": _time(detail.first_received_at),
+        "last_received_at": _time(detail.last_received_at),
+    }
+    series = [
+        {
+            "series_instance_uid": item.series_instance_uid,
+            "modality": item.modality,
+            "series_number": item.series_number,
+            "series_description": item.series_description,
+            "body_part_examined": item.body_part_examined,
+            "number_of_series_related_instances": item.number_of_series_related_instances,
+        }
+        for item in detail.series
+    ]
+    if as_json:
+        click.echo(json.dumps({**data, "series": series}, indent=2))
+        return
+    width = max(len(key) for key in data) + 1
+    for key, value in data.items():
+        shown = ",".join(value) if isinstance(value, list) else value
+        click.echo(f"{key + ':':<{width}} {'-' if shown is None or shown == '' else shown}")
+    click.echo("")
+    print_table(
+        ("SERIES UID", "NUMBER", "MODALITY", "DESCRIPTION", "INSTANCES"),
+        [
+            (item.series_instance_uid,
+             "" if item.series_number is None else str(item.series_number),
+             item.modality, item.series_description,
+             str(item.number_of_series_related_instances))
+            for item in detail.series
+        ],
+    )
+
+
+@study.command()
+@click.argument("uid")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@pass_app
+@translate_errors
+def reidentify(app: AppContext, uid: str, as_json: bool) -> None:
+    """Print the original identifiers behind a study's pseudonyms (audited)."""
+    node = node_app(app)
+    actor = _actor()
+    try:
+        with session_scope(node.engine) as session:
+            originals = pseudomap.originals_for_study(session, node.cipher, uid)
+            if originals:
+                audit.record(session, "reidentify", actor, "success", study_instance_uid=uid)
+        if not originals:
+            with session_scope(node.engine) as session:
+                audit.record(session, "reidentify", actor, "failure",
+                             detail="study not found")
+    except StorageError as exc:
+        raise storage_failure(exc) from exc
+    if not originals:
+        raise _not_found(uid)
+    patient: dict[str, Any] = {}
+    if "patient" in originals:
+        try:
+            loaded = json.loads(originals["patient"])
+        except ValueError:
+            loaded = {"patient_id": originals["patient"]}
+        if isinstance(loaded, dict):
+            patient = loaded
+    data = {
+        "study_instance_uid": uid,
+        "original_patient_id": patient.get("patient_id"),
+        "original_patient_name": patient.get("patient_name"),
+        "original_issuer_of_patient_id": patient.get("issuer_of_patient_id"),
+        "original_study_instance_uid": originals.get("study"),
+        "original_accession_number": originals.get("accession"),
+        "original_study_id": originals.get("study_id"),
+    }
+    logger.info("study reidentified study=%s actor=%s", uid, actor)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    width = max(len(key) for key in data) + 1
+    for key, value in data.items():
+        click.echo(f"{key + ':':<{width}} {'-' if value in (None, '') else value}")
+
+
+@study.command()
+@click.argument("uid")
+@pass_app
+@translate_errors
+def delete(app: AppContext, uid: str) -> None:
+    """Remove a study's index rows and files (audited)."""
+    node = node_app(app)
+    try:
+        with session_scope(node.engine) as session:
+            paths = index.delete_study(session, uid)
+            if paths:
+                audit.record(session, "study-delete", _actor(), "success",
+                             study_instance_uid=uid, detail=f"{len(paths)} files")
+    except StorageError as exc:
+        raise storage_failure(exc) from exc
+    if not paths:
+        raise _not_found(uid)
+    removed = sum(1 for path in paths if node.store.remove(path))
+    click.echo(f"study {uid} deleted: {len(paths)} instances, {removed} files removed")
+
+
+@study.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@pass_app
+@translate_errors
+def quarantine(app: AppContext, as_json: bool) -> None:
+    """List received files held in quarantine, oldest first."""
+    node = node_app(app)
+    try:
+        with session_scope(node.engine, readonly=True) as session:
+            entries = quarantine_records.list_entries(session)
+    except StorageError as exc:
+        raise storage_failure(exc) from exc
+    if as_json:
+        click.echo(json.dumps([
+            {"spool_name": entry.spool_name, "reason": entry.reason,
+             "calling_ae_title": entry.calling_ae_title,
+             "sop_instance_uid": entry.sop_instance_uid, "at": _time(entry.at)}
+            for entry in entries
+        ], indent=2))
+        return
+    if not entries:
+        click.echo("nothing in quarantine", err=True)
+        return
+    print_table(
+        ("NAME", "CALLING AE", "TIME", "REASON"),
+        [(entry.spool_name, entry.calling_ae_title, _time(entry.at) or "", entry.reason)
+         for entry in entries],
+    )
