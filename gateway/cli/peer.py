@@ -12,6 +12,7 @@ import getpass
 import ipaddress
 import json
 import re
+import socket
 from typing import Any
 
 import click
@@ -231,6 +232,18 @@ def echo(app: AppContext, slug: str) -> None:
     ae.network_timeout = settings.limits.network_timeout
     ae.connection_timeout = settings.limits.network_timeout
     where = f"{record.ae_title}@{record.host}:{record.port}"
+    # Open and close a plain TCP connection first: it names why a peer cannot
+    # be reached, and pynetdicom (3.0) does not close its socket when the
+    # connection is refused.
+    try:
+        with socket.create_connection((record.host, record.port),
+                                      timeout=settings.limits.network_timeout):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or exc.__class__.__name__
+        raise PeerUnreachable(
+            f"peer {slug} ({where}) cannot be reached ({reason}); check --host and --port"
+        ) from exc
     assoc = ae.associate(record.host, record.port, ae_title=record.ae_title)
     try:
         if assoc.is_rejected:
