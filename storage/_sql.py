@@ -1,0 +1,70 @@
+"""Statements that differ between SQLite and PostgreSQL, written once.
+
+``INSERT ... ON CONFLICT DO NOTHING`` is how concurrent writers create the
+same row without failing (ARCHITECTURE.md, scale-out): on PostgreSQL the
+second insert waits for the first transaction and then does nothing, and a
+following ``SELECT`` at READ COMMITTED sees the committed row. SQLite has
+the same syntax (3.24+) and ``RETURNING`` (3.35+).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from .db import dialect_of
+from .errors import StorageError
+
+__all__ = ["insert_ignore", "table_of"]
+
+
+def table_of(model: type[Any]) -> Table:
+    """Return the ``Table`` of a mapped class."""
+    table = model.__table__
+    if not isinstance(table, Table):
+        raise TypeError(f"{model.__name__} is not mapped to a table")
+    return table
+
+
+def insert_ignore(
+    session: Session,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    conflict_columns: Sequence[str],
+) -> list[int]:
+    """Insert ``rows``, skipping any that collide on ``conflict_columns``.
+
+    Parameters
+    ----------
+    session : Session
+        The caller's session; the statement runs in its transaction.
+    table : Table
+        A table with an integer ``id`` primary key.
+    rows : Sequence[Mapping[str, Any]]
+        Column values, one mapping per row; all with the same keys.
+    conflict_columns : Sequence[str]
+        The columns of a unique constraint of ``table``.
+
+    Returns
+    -------
+    list[int]
+        The ids of the rows actually inserted (empty when all existed).
+    """
+    if not rows:
+        return []
+    dialect = dialect_of(session)
+    values = [dict(row) for row in rows]
+    keys = list(conflict_columns)
+    if dialect == "postgresql":
+        on_pg = postgresql.insert(table).values(values).on_conflict_do_nothing(index_elements=keys)
+        result = session.execute(on_pg.returning(table.c.id))
+    elif dialect == "sqlite":
+        on_lite = sqlite.insert(table).values(values).on_conflict_do_nothing(index_elements=keys)
+        result = session.execute(on_lite.returning(table.c.id))
+    else:
+        raise StorageError(f"unsupported database {dialect!r}: expected sqlite or postgresql")
+    return [int(value) for value in result.scalars()]
