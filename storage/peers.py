@@ -1,0 +1,229 @@
+"""Peers: the remote AEs an administrator registers, and their roles.
+
+ARCHITECTURE.md, peers and access: every remote AE is a peer with roles
+``source`` (may store), ``query`` (may find), ``retrieve`` (may move/get)
+and ``destination`` (we send to it), optionally pinned to one address
+(RELIABILITY.md T02). A peer has a lowercase slug for people and the
+database; its AE title is a field, not its name (STYLE.md section 3). Every
+value is checked here, with a message naming the field and the rule.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Final, TypedDict, Unpack
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from .errors import StorageError
+from .models import Peer
+from .records import PeerRecord
+
+__all__ = ["ROLES", "PeerChanges", "add", "by_ae_title", "get", "list_all", "remove", "update"]
+
+#: The roles a peer may have, in display order.
+ROLES: Final = ("source", "query", "retrieve", "destination")
+
+_SLUG: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+_AE_MAX: Final = 16
+
+
+class PeerChanges(TypedDict, total=False):
+    """The fields :func:`update` may change (the slug never changes)."""
+
+    ae_title: str
+    host: str
+    port: int
+    roles: Iterable[str]
+    pinned_address: str | None
+
+
+def _check_slug(slug: str) -> str:
+    if not isinstance(slug, str) or not _SLUG.fullmatch(slug):
+        raise StorageError(
+            f"peer slug: expected 1-63 characters a-z, 0-9 and '-', starting with a letter "
+            f"or digit, got {slug!r}"
+        )
+    return slug
+
+
+def _check_ae_title(ae_title: str) -> str:
+    """PS3.5 6.2 AE: 1-16 characters, no backslash or control characters, not blank."""
+    value = ae_title.strip(" ") if isinstance(ae_title, str) else ""
+    if (not value or len(ae_title) > _AE_MAX or "\\" in ae_title
+            or any(ord(char) < 0x20 or ord(char) == 0x7F for char in ae_title)
+            or not ae_title.isascii()):
+        raise StorageError(
+            f"peer ae_title: expected 1-{_AE_MAX} ASCII characters without backslash or "
+            f"control characters, got {ae_title!r}"
+        )
+    return value
+
+
+def _check_host(host: str) -> str:
+    if (not isinstance(host, str) or not host.strip() or len(host) > 255
+            or any(char.isspace() or ord(char) < 0x20 for char in host)):
+        raise StorageError(f"peer host: expected a host name or address, got {host!r}")
+    return host
+
+
+def _check_port(port: int) -> int:
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise StorageError(f"peer port: expected an integer 1-65535, got {port!r}")
+    return port
+
+
+def _check_roles(roles: Iterable[str]) -> tuple[str, ...]:
+    given = [roles] if isinstance(roles, str) else list(roles)
+    unknown = sorted({str(role) for role in given} - set(ROLES))
+    if unknown or not given:
+        raise StorageError(
+            f"peer roles: expected one or more of {', '.join(ROLES)}, got "
+            f"{', '.join(unknown) if unknown else 'none'}"
+        )
+    return tuple(role for role in ROLES if role in given)
+
+
+def _check_address(address: str | None) -> str | None:
+    if address is None or address == "":
+        return None
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        raise StorageError(
+            f"peer pinned_address: expected an IPv4 or IPv6 address, got {address!r}"
+        ) from None
+
+
+def _record(row: Peer) -> PeerRecord:
+    return PeerRecord(
+        slug=row.slug, ae_title=row.ae_title, host=row.host, port=row.port,
+        roles=tuple(role for role in row.roles.split(",") if role),
+        pinned_address=row.pinned_address, created_at=row.created_at,
+    )
+
+
+def _row(session: Session, slug: str) -> Peer | None:
+    return session.execute(
+        select(Peer).where(Peer.slug == slug).execution_options(populate_existing=True)
+    ).scalar_one_or_none()
+
+
+def add(session: Session, peer: PeerRecord) -> PeerRecord:
+    """Register a peer.
+
+    Parameters
+    ----------
+    session : Session
+        The caller's session.
+    peer : PeerRecord
+        The values; ``created_at`` is ignored and set now.
+
+    Returns
+    -------
+    PeerRecord
+        As stored: roles in canonical order, the AE title without padding
+        spaces, the address normalized.
+
+    Raises
+    ------
+    StorageError
+        When a value breaks its rule, or the slug is taken.
+    """
+    slug = _check_slug(peer.slug)
+    row = Peer(
+        slug=slug, ae_title=_check_ae_title(peer.ae_title), host=_check_host(peer.host),
+        port=_check_port(peer.port), roles=",".join(_check_roles(peer.roles)),
+        pinned_address=_check_address(peer.pinned_address), created_at=datetime.now(UTC),
+    )
+    if _row(session, slug) is not None:
+        raise StorageError(f"peer {slug!r} already exists; choose another slug or use update")
+    try:
+        with session.begin_nested():
+            session.add(row)
+    except IntegrityError:
+        raise StorageError(
+            f"peer {slug!r} already exists; choose another slug or use update"
+        ) from None
+    return _record(row)
+
+
+def get(session: Session, slug: str) -> PeerRecord | None:
+    """Return the peer with this slug, or ``None``."""
+    row = _row(session, slug)
+    return None if row is None else _record(row)
+
+
+def by_ae_title(session: Session, ae_title: str) -> list[PeerRecord]:
+    """Return the peers registered under an AE title (padding spaces ignored).
+
+    Used at association time (RELIABILITY.md T01, T02): the caller accepts
+    a peer whose ``pinned_address`` is unset or equal to the caller's.
+    """
+    rows = session.execute(
+        select(Peer).where(Peer.ae_title == ae_title.strip(" ")).order_by(Peer.slug)
+        .execution_options(populate_existing=True)
+    ).scalars()
+    return [_record(row) for row in rows]
+
+
+def list_all(session: Session) -> list[PeerRecord]:
+    """Return every peer, by slug."""
+    rows = session.execute(
+        select(Peer).order_by(Peer.slug).execution_options(populate_existing=True)
+    ).scalars()
+    return [_record(row) for row in rows]
+
+
+def remove(session: Session, slug: str) -> bool:
+    """Remove a peer; ``False`` when there was none with this slug."""
+    result = session.execute(delete(Peer).where(Peer.slug == slug))
+    return bool(getattr(result, "rowcount", 0))
+
+
+def update(session: Session, slug: str, /, **changes: Unpack[PeerChanges]) -> PeerRecord | None:
+    """Change some of a peer's fields.
+
+    Parameters
+    ----------
+    session : Session
+        The caller's session.
+    slug : str
+        Which peer.
+    **changes
+        Any of ``ae_title``, ``host``, ``port``, ``roles``,
+        ``pinned_address`` (``None`` unpins), checked as in :func:`add`.
+
+    Returns
+    -------
+    PeerRecord | None
+        The peer as stored now, or ``None`` when there is no such peer.
+
+    Raises
+    ------
+    StorageError
+        When a value breaks its rule or a field is not one of the above.
+    """
+    unknown = sorted(set(changes) - set(PeerChanges.__annotations__))
+    if unknown:
+        raise StorageError(f"peer update: cannot change {', '.join(unknown)}")
+    row = _row(session, slug)
+    if row is None:
+        return None
+    if "ae_title" in changes:
+        row.ae_title = _check_ae_title(changes["ae_title"])
+    if "host" in changes:
+        row.host = _check_host(changes["host"])
+    if "port" in changes:
+        row.port = _check_port(changes["port"])
+    if "roles" in changes:
+        row.roles = ",".join(_check_roles(changes["roles"]))
+    if "pinned_address" in changes:
+        row.pinned_address = _check_address(changes["pinned_address"])
+    session.flush()
+    return _record(row)

@@ -1,0 +1,67 @@
+"""The audit trail on SQLite and PostgreSQL: append, filter, UTC times (RELIABILITY.md I5)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine
+
+from storage import audit
+from storage.db import session_scope
+from storage.errors import StorageError
+from storage.models import AuditOutcome
+
+
+def test_records_are_appended_in_order(engine: Engine) -> None:
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    with session_scope(engine) as session:
+        audit.record(session, "association-rejected", "UNKNOWN_AE", "failure",
+                     detail="calling AE title not registered")
+        audit.record(session, "reidentify", "admin", AuditOutcome.SUCCESS,
+                     study_instance_uid="2.25.42")
+    with session_scope(engine, readonly=True) as session:
+        events = audit.list_events(session)
+    assert [(e.event, e.actor, e.outcome, e.study_instance_uid) for e in events] == [
+        ("association-rejected", "UNKNOWN_AE", AuditOutcome.FAILURE, None),
+        ("reidentify", "admin", AuditOutcome.SUCCESS, "2.25.42"),
+    ]
+    assert events[0].detail == "calling AE title not registered"
+    assert events[0].id < events[1].id
+    assert all(e.at.tzinfo is not None and e.at >= before for e in events)
+
+
+def test_filters_and_limit(engine: Engine) -> None:
+    with session_scope(engine) as session:
+        for n in range(5):
+            audit.record(session, "store" if n % 2 else "delete", f"AE{n}", "success")
+    future = datetime.now(UTC) + timedelta(hours=1)
+    with session_scope(engine, readonly=True) as session:
+        assert [e.actor for e in audit.list_events(session, event="store")] == ["AE1", "AE3"]
+        assert [e.actor for e in audit.list_events(session, limit=2)] == ["AE0", "AE1"]
+        assert audit.list_events(session, since=future) == []
+        with pytest.raises(ValueError, match="timezone-aware"):
+            audit.list_events(session, since=datetime(2026, 1, 1))
+
+
+def test_a_failed_transaction_leaves_no_record(engine: Engine) -> None:
+    with pytest.raises(RuntimeError):
+        with session_scope(engine) as session:
+            audit.record(session, "study-delete", "admin", "success")
+            raise RuntimeError("the deletion failed")
+    with session_scope(engine, readonly=True) as session:
+        assert audit.list_events(session) == []
+
+
+def test_invalid_records_are_refused(engine: Engine) -> None:
+    cases = [
+        ("", "admin", "success", "audit event: expected 1-64"),
+        ("x" * 65, "admin", "success", "audit event"),
+        ("store", "a" * 65, "success", "audit actor"),
+        ("store", "admin", "maybe", "audit outcome: expected success or failure, got 'maybe'"),
+    ]
+    with session_scope(engine) as session:
+        for event, actor, outcome, message in cases:
+            with pytest.raises(StorageError, match=message):
+                audit.record(session, event, actor, outcome)
+        assert audit.list_events(session) == []
