@@ -1,0 +1,71 @@
+"""File-system helpers shared by the file store and the spool.
+
+Durable renames need the folder fsync'd after the rename (RELIABILITY.md I1:
+"temp name, fsync, rename, fsync of the folder"); a full disk must surface as
+:class:`~storage.errors.StorageFull` so the caller can answer 0xA700.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from pathlib import Path
+
+__all__ = ["fsync_dir", "fsync_file", "is_disk_full", "make_dirs", "older_than"]
+
+_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Tell whether ``exc`` is an ``OSError`` for no space or quota exceeded."""
+    return isinstance(exc, OSError) and exc.errno in _FULL
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the entries of folder ``path`` (creations, renames) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    """Flush the contents of the file at ``path`` to stable storage."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_dirs(path: Path, mode: int) -> None:
+    """Create ``path`` and any missing parents, fsyncing each parent that changed."""
+    missing: list[Path] = []
+    current = path
+    while not current.exists():
+        missing.append(current)
+        current = current.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=mode)
+        except FileExistsError:
+            continue
+        fsync_dir(folder.parent)
+
+
+def older_than(path: Path, seconds: float) -> bool:
+    """Tell whether ``path`` was last changed more than ``seconds`` ago.
+
+    The change time (``st_ctime``) moves on a rename, so it measures how
+    long an entry has sat in its current folder. A file that vanished in
+    the meantime counts as not old (someone else is handling it).
+    """
+    if seconds <= 0:
+        return True
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return False
+    return time.time() - max(stat.st_ctime, stat.st_mtime) > seconds

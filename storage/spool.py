@@ -1,0 +1,357 @@
+"""The spool: received files made durable before Success, then handed to workers.
+
+ARCHITECTURE.md, durability contract, point 1, and RELIABILITY.md I1: a
+C-STORE gets Success only once the received bytes are in ``incoming/``,
+having been written (or moved) to ``tmp/``, fsync'd, and renamed, with the
+folder fsync'd. Each entry is a data file ``<name>.dcm`` and a JSON sidecar
+``<name>.json`` holding who sent it and when. The sidecar is renamed into a
+folder before the data file, so a data file in ``incoming/`` always has its
+sidecar.
+
+Folders, all on one file system so that renames are atomic::
+
+    tmp/         being written; deleted by recover()
+    incoming/    durable, waiting for a worker (oldest first)
+    claimed/     taken by one worker (rename = claim); recover() puts back
+    quarantine/  set aside with a <name>.reason text file (I2)
+
+Names are generated (``<time_ns:020d>-<uuid4 hex>``, so they sort by arrival
+time), never taken from a value a peer sent (I3).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import BinaryIO, Final
+
+from ._fsutil import fsync_dir, fsync_file, is_disk_full, make_dirs, older_than
+from .errors import StorageError, StorageFull
+
+__all__ = ["Spool", "SpoolEntry", "SpoolMeta"]
+
+logger = logging.getLogger(__name__)
+
+_DATA: Final = ".dcm"
+_META: Final = ".json"
+_REASON: Final = ".reason"
+_NAME: Final = re.compile(r"\d{20}-[0-9a-f]{32}")
+_FILE_MODE: Final = 0o600  # the spool holds originals, with PHI
+_DIR_MODE: Final = 0o700
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolMeta:
+    """Who sent a spooled file, to whom, from where and when (timezone-aware)."""
+
+    calling_ae_title: str
+    called_ae_title: str
+    source_peer: str | None
+    received_at: datetime
+    peer_address: str
+
+    def to_json(self) -> bytes:
+        """Encode as the sidecar's JSON."""
+        return json.dumps({
+            "calling_ae_title": self.calling_ae_title,
+            "called_ae_title": self.called_ae_title,
+            "source_peer": self.source_peer,
+            "received_at": self.received_at.isoformat(),
+            "peer_address": self.peer_address,
+        }, sort_keys=True).encode("utf-8")
+
+    @classmethod
+    def from_json(cls, data: bytes) -> SpoolMeta:
+        """Decode a sidecar; :class:`StorageError` when it is not one."""
+        try:
+            raw = json.loads(data)
+            meta = cls(
+                calling_ae_title=str(raw["calling_ae_title"]),
+                called_ae_title=str(raw["called_ae_title"]),
+                source_peer=None if raw["source_peer"] is None else str(raw["source_peer"]),
+                received_at=datetime.fromisoformat(raw["received_at"]),
+                peer_address=str(raw["peer_address"]),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StorageError(f"spool sidecar: not valid metadata ({type(exc).__name__})") from exc
+        if meta.received_at.tzinfo is None:
+            raise StorageError("spool sidecar received_at: expected a timezone-aware time")
+        return meta
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolEntry:
+    """One spooled file: its generated name, where its files are, and its metadata."""
+
+    name: str
+    path: Path
+    meta_path: Path
+    meta: SpoolMeta
+
+
+class Spool:
+    """The spool folder of a node.
+
+    Parameters
+    ----------
+    root : pathlib.Path
+        The spool folder; its four sub-folders are created when missing.
+        pynetdicom's temporary files should live on the same file system,
+        so that :meth:`accept` is a rename.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).absolute()
+        self.tmp = self.root / "tmp"
+        self.incoming = self.root / "incoming"
+        self.claimed = self.root / "claimed"
+        self.quarantined = self.root / "quarantine"
+        for folder in (self.tmp, self.incoming, self.claimed, self.quarantined):
+            make_dirs(folder, _DIR_MODE)
+
+    def __repr__(self) -> str:
+        return f"Spool({str(self.root)!r})"
+
+    # -- accepting -----------------------------------------------------------------
+
+    def accept(self, src: Path, meta: SpoolMeta) -> SpoolEntry:
+        """Move a received file into the spool durably (RELIABILITY.md I1).
+
+        ``src`` is renamed when it is on the spool's file system and copied
+        (then deleted) otherwise.
+
+        Parameters
+        ----------
+        src : pathlib.Path
+            The received file, e.g. pynetdicom's ``event.dataset_path``.
+        meta : SpoolMeta
+            Written to the sidecar.
+
+        Returns
+        -------
+        SpoolEntry
+            The entry in ``incoming/``.
+
+        Raises
+        ------
+        StorageFull
+            Out of space or quota: answer 0xA700 (PS3.4 B.2.3). Nothing is
+            left in ``tmp/`` or ``incoming/``.
+        OSError
+            Any other failure to write; nothing is left behind either.
+        """
+        def place(target: Path) -> None:
+            try:
+                os.rename(src, target)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                _copy(src, target)
+                Path(src).unlink(missing_ok=True)
+            os.chmod(target, _FILE_MODE)
+            fsync_file(target)
+
+        return self._accept(place, meta)
+
+    def accept_bytes(self, write: Callable[[BinaryIO], None], meta: SpoolMeta) -> SpoolEntry:
+        """Like :meth:`accept`, for bytes that ``write`` writes to a new file."""
+        def place(target: Path) -> None:
+            with _create(target) as handle:
+                write(handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+
+        return self._accept(place, meta)
+
+    def _accept(self, place: Callable[[Path], None], meta: SpoolMeta) -> SpoolEntry:
+        name = f"{time.time_ns():020d}-{uuid.uuid4().hex}"
+        data_tmp, meta_tmp = self._files(self.tmp, name)
+        data, sidecar = self._files(self.incoming, name)
+        try:
+            place(data_tmp)
+            with _create(meta_tmp) as handle:
+                handle.write(meta.to_json())
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.rename(meta_tmp, sidecar)
+            os.rename(data_tmp, data)
+            fsync_dir(self.incoming)
+        except BaseException as exc:
+            for leftover in (data_tmp, meta_tmp, data, sidecar):
+                leftover.unlink(missing_ok=True)
+            if is_disk_full(exc):
+                raise StorageFull(f"spool {self.root}: no space left to accept a file") from exc
+            raise
+        return SpoolEntry(name=name, path=data, meta_path=sidecar, meta=meta)
+
+    # -- working -------------------------------------------------------------------
+
+    def claim(self) -> SpoolEntry | None:
+        """Take the oldest waiting entry for this worker alone.
+
+        The claim is a rename from ``incoming/`` to ``claimed/``; of several
+        workers (threads or processes) only one rename succeeds, and a loser
+        tries the next entry. An entry whose sidecar cannot be read is
+        quarantined with that reason and skipped.
+
+        Returns
+        -------
+        SpoolEntry | None
+            ``None`` when nothing is waiting.
+        """
+        for name in self._names(self.incoming):
+            data, sidecar = self._files(self.incoming, name)
+            claimed, claimed_meta = self._files(self.claimed, name)
+            try:
+                os.rename(data, claimed)
+            except FileNotFoundError:
+                continue
+            os.utime(claimed)  # the claim's age, for recover(min_age_seconds=...)
+            try:
+                os.rename(sidecar, claimed_meta)
+            except FileNotFoundError:
+                pass
+            try:
+                meta = SpoolMeta.from_json(claimed_meta.read_bytes())
+            except (OSError, StorageError) as exc:
+                self._set_aside(name, self.claimed, f"spool metadata unreadable ({exc})")
+                continue
+            return SpoolEntry(name=name, path=claimed, meta_path=claimed_meta, meta=meta)
+        return None
+
+    def unclaim(self, entry: SpoolEntry) -> SpoolEntry:
+        """Put a claimed entry back in ``incoming/`` to be tried again later."""
+        _check_name(entry.name)
+        data, sidecar = self._files(self.incoming, entry.name)
+        os.rename(entry.meta_path, sidecar)
+        os.rename(entry.path, data)
+        return SpoolEntry(name=entry.name, path=data, meta_path=sidecar, meta=entry.meta)
+
+    def release(self, entry: SpoolEntry) -> None:
+        """Delete an entry whose instance is indexed (or was a repeat).
+
+        The data file goes first, so a crash in between leaves only a
+        sidecar, which :meth:`recover` removes.
+        """
+        _check_name(entry.name)
+        entry.path.unlink(missing_ok=True)
+        entry.meta_path.unlink(missing_ok=True)
+
+    def quarantine(self, entry: SpoolEntry, reason: str) -> Path:
+        """Set an entry aside with a reason (RELIABILITY.md I2); it is never dropped.
+
+        Parameters
+        ----------
+        entry : SpoolEntry
+            A claimed (or waiting) entry.
+        reason : str
+            Why, in words that hold no PHI; written to ``<name>.reason``.
+
+        Returns
+        -------
+        pathlib.Path
+            The data file's path in ``quarantine/``.
+        """
+        _check_name(entry.name)
+        return self._set_aside(entry.name, entry.path.parent, reason)
+
+    def _set_aside(self, name: str, folder: Path, reason: str) -> Path:
+        data, sidecar = self._files(folder, name)
+        target, target_meta = self._files(self.quarantined, name)
+        with _create(self.quarantined / f"{name}{_REASON}", replace=True) as handle:
+            handle.write(reason.encode("utf-8", "replace") + b"\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.rename(sidecar, target_meta)
+        except FileNotFoundError:
+            pass
+        os.rename(data, target)
+        fsync_dir(self.quarantined)
+        logger.warning("spool quarantined spool=%s reason=%r", name, reason)
+        return target
+
+    # -- start-up and monitoring ---------------------------------------------------
+
+    def recover(self, *, min_age_seconds: float = 0.0) -> int:
+        """Repair the spool after a crash; call it at start-up.
+
+        Every claimed entry goes back to ``incoming/`` (a dead worker's
+        claim; processing is idempotent, so it is simply done again),
+        everything in ``tmp/`` is deleted (an accept that never answered
+        Success), and sidecars without a data file are removed. When other
+        live processes share the spool, pass ``min_age_seconds`` longer than
+        any worker holds a claim, so that only stale files are touched.
+
+        Returns
+        -------
+        int
+            How many claimed entries went back to ``incoming/``.
+        """
+        for leftover in sorted(self.tmp.iterdir()):
+            if older_than(leftover, min_age_seconds):
+                leftover.unlink(missing_ok=True)
+        returned = 0
+        for name in self._names(self.claimed):
+            data, sidecar = self._files(self.claimed, name)
+            if not older_than(data, min_age_seconds):
+                continue
+            waiting, waiting_meta = self._files(self.incoming, name)
+            try:
+                os.rename(sidecar, waiting_meta)
+            except FileNotFoundError:
+                if not waiting_meta.exists():
+                    self._set_aside(name, self.claimed, "spool metadata missing")
+                    continue
+            os.rename(data, waiting)
+            returned += 1
+        for folder in (self.incoming, self.claimed):
+            for sidecar in folder.glob(f"*{_META}"):
+                if not sidecar.with_suffix(_DATA).exists() and older_than(sidecar, min_age_seconds):
+                    sidecar.unlink(missing_ok=True)
+        fsync_dir(self.incoming)
+        if returned:
+            logger.info("spool recovered claimed=%d", returned)
+        return returned
+
+    def depth(self) -> int:
+        """Return how many entries wait in ``incoming/`` (for back-pressure)."""
+        return sum(1 for _ in self.incoming.glob(f"*{_DATA}"))
+
+    # -- helpers -------------------------------------------------------------------
+
+    @staticmethod
+    def _files(folder: Path, name: str) -> tuple[Path, Path]:
+        return folder / f"{name}{_DATA}", folder / f"{name}{_META}"
+
+    @staticmethod
+    def _names(folder: Path) -> list[str]:
+        names = (entry.name[: -len(_DATA)] for entry in os.scandir(folder)
+                 if entry.name.endswith(_DATA))
+        return sorted(name for name in names if _NAME.fullmatch(name))
+
+
+def _check_name(name: str) -> None:
+    if not _NAME.fullmatch(name):
+        raise StorageError(f"spool entry name: expected a generated name, got {name!r}")
+
+
+def _create(path: Path, *, replace: bool = False) -> BinaryIO:
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if replace else os.O_EXCL)
+    return os.fdopen(os.open(path, flags, _FILE_MODE), "wb")
+
+
+def _copy(src: Path, target: Path) -> None:
+    with open(src, "rb") as source, _create(target) as handle:
+        shutil.copyfileobj(source, handle)
+        handle.flush()
