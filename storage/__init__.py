@@ -1,0 +1,63 @@
+"""The durable half of the node: database, file store and spool.
+
+It stores bytes and typed records and never parses DICOM (STYLE.md section
+2: imports config, SQLAlchemy, Alembic, cryptography and the standard
+library only; never pydicom or pynetdicom).
+
+Modules, one job each:
+
+``db``          engine and ``session_scope`` (SQLite or PostgreSQL)
+``schema``      Alembic migrations run from code: ``upgrade``, ``current``
+``models``      the ORM tables; ``records`` the frozen values that cross over
+``index``       add an instance, delete or re-state a study (``studies``: read)
+``pseudomap``   sealed originals behind pseudonyms (``crypto``: the cipher)
+``peers``, ``audit``, ``quarantine``   what the CLI administers and lists
+``filestore``   write-once de-identified files; ``spool`` received originals
+"""
+
+from .crypto import MapCipher
+from .db import make_engine, session_scope
+from .errors import StorageError, StorageFull
+from .filestore import FileStore, StoredFile
+from .index import AddOutcome
+from .models import AuditOutcome, MapKind, StudyState
+from .records import (
+    AuditEvent,
+    InstanceRecord,
+    MapEntry,
+    PeerRecord,
+    QuarantineRecord,
+    SeriesSummary,
+    StudyDetail,
+    StudySummary,
+)
+from .schema import current, head, upgrade
+from .spool import Spool, SpoolEntry, SpoolMeta
+
+__all__ = [
+    "AddOutcome",
+    "AuditEvent",
+    "AuditOutcome",
+    "FileStore",
+    "InstanceRecord",
+    "MapCipher",
+    "MapEntry",
+    "MapKind",
+    "PeerRecord",
+    "QuarantineRecord",
+    "SeriesSummary",
+    "Spool",
+    "SpoolEntry",
+    "SpoolMeta",
+    "StorageError",
+    "StorageFull",
+    "StoredFile",
+    "StudyDetail",
+    "StudyState",
+    "StudySummary",
+    "current",
+    "head",
+    "make_engine",
+    "session_scope",
+    "upgrade",
+]
