@@ -35,8 +35,7 @@ from storage.filestore import FileStore
 from storage.schema import upgrade
 from storage.spool import Spool
 
-from .deid import build_profile
-from .secrets import load_key
+from .deid import build_lookup, build_profile, load_secret
 
 __all__ = ["App", "build_app", "configure_pynetdicom"]
 
@@ -87,7 +86,7 @@ def build_app(settings: Settings, environ: Mapping[str, str]) -> App:
     configure_pynetdicom()
     data_dir = settings.storage.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
-    key = load_key(settings.anonymizer.key_env, settings.anonymizer.key_file, environ)
+    key = load_secret(settings.anonymizer, environ)
     engine = make_engine(settings.database_url)
     upgrade(engine)
     return App(
@@ -96,7 +95,7 @@ def build_app(settings: Settings, environ: Mapping[str, str]) -> App:
         store=FileStore(data_dir / "store"),
         spool=Spool(data_dir / "spool"),
         profile=build_profile(settings.anonymizer),
-        lookup=KeyedPseudonyms(key, prefix=settings.anonymizer.pseudonym_prefix),
+        lookup=build_lookup(settings.anonymizer, key),
         # the map's own key, derived from the secret: kept outside the database
         cipher=MapCipher(hmac.new(key, b"pseudonym-map", hashlib.sha256).digest()),
     )

@@ -14,7 +14,7 @@ from config import AnonymizerSettings
 
 from .secrets import load_key
 
-__all__ = ["build_profile", "build_lookup"]
+__all__ = ["build_profile", "build_lookup", "load_secret"]
 
 
 def build_profile(settings: AnonymizerSettings) -> Profile:
@@ -28,7 +28,11 @@ def build_profile(settings: AnonymizerSettings) -> Profile:
     )
 
 
-def build_lookup(settings: AnonymizerSettings, environ: Mapping[str, str]) -> KeyedPseudonyms:
+def load_secret(settings: AnonymizerSettings, environ: Mapping[str, str]) -> bytes:
+    """The de-identification secret (see :mod:`gateway.secrets`)."""
+    return load_key(settings.key_env, settings.key_file, environ)
+
+
+def build_lookup(settings: AnonymizerSettings, key: bytes) -> KeyedPseudonyms:
     """The node's own pseudonym space, keyed by its secret."""
-    key = load_key(settings.key_env, settings.key_file, environ)
     return KeyedPseudonyms(key, prefix=settings.pseudonym_prefix)

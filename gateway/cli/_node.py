@@ -10,7 +10,7 @@ line, like every other failure.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import click
 
@@ -80,3 +80,11 @@ def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def print_record(data: Mapping[str, object]) -> None:
+    """Print ``key: value`` lines, keys padded to the longest; empty values as ``-``."""
+    width = max(len(key) for key in data) + 1
+    for key, value in data.items():
+        shown = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+        click.echo(f"{key + ':':<{width}} {'-' if shown in (None, '') else shown}")

@@ -17,7 +17,7 @@ import click
 from anonymizer.batch import BatchReport, FileReport, Outcome, find_inputs, run
 from gateway.cli._context import AppContext, pass_app
 from gateway.cli._exit import FAILED, OK, translate_errors
-from gateway.deid import build_lookup, build_profile
+from gateway.deid import build_lookup, build_profile, load_secret
 
 __all__ = ["anonymize"]
 
@@ -98,7 +98,7 @@ def anonymize(
         raise click.UsageError("OUT must not be inside IN.")
     settings = app.settings
     profile = build_profile(settings.anonymizer)
-    lookup = build_lookup(settings.anonymizer, app.environ)
+    lookup = build_lookup(settings.anonymizer, load_secret(settings.anonymizer, app.environ))
     errors: list[FileReport] = []
     root = source if source.is_dir() else source.parent
     sources = find_inputs(source, recursive, errors)

@@ -8,6 +8,9 @@ de-identification secret.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import click
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -37,15 +40,12 @@ def _engine(app: AppContext) -> Engine:
         raise storage_failure(exc) from exc
 
 
-@db.command()
-@pass_app
-@translate_errors
-def upgrade(app: AppContext) -> None:
-    """Migrate the database to the newest revision and print it."""
+@contextmanager
+def _database(app: AppContext) -> Iterator[Engine]:
+    """The engine for the configured database; its failures as one readable line."""
     engine = _engine(app)
     try:
-        upgrade_schema(engine)
-        revision = current_revision(engine)
+        yield engine
     except StorageError as exc:
         raise storage_failure(exc) from exc
     except SQLAlchemyError as exc:
@@ -55,6 +55,16 @@ def upgrade(app: AppContext) -> None:
         ) from exc
     finally:
         engine.dispose()
+
+
+@db.command()
+@pass_app
+@translate_errors
+def upgrade(app: AppContext) -> None:
+    """Migrate the database to the newest revision and print it."""
+    with _database(app) as engine:
+        upgrade_schema(engine)
+        revision = current_revision(engine)
     click.echo(f"database at revision {revision} (head)")
 
 
@@ -63,18 +73,8 @@ def upgrade(app: AppContext) -> None:
 @translate_errors
 def current(app: AppContext) -> None:
     """Print the database's revision; exit 1 when it is not the newest."""
-    engine = _engine(app)
-    try:
+    with _database(app) as engine:
         revision = current_revision(engine)
-    except StorageError as exc:
-        raise storage_failure(exc) from exc
-    except SQLAlchemyError as exc:
-        raise GatewayError(
-            f"database.url: cannot use the database ({exc.__class__.__name__}); "
-            "check that it is running and reachable"
-        ) from exc
-    finally:
-        engine.dispose()
     newest = head()
     if revision != newest:
         shown = revision or "empty"

@@ -23,7 +23,7 @@ import storage.audit as audit
 import storage.peers as peers
 from gateway.cli._context import AppContext, pass_app
 from gateway.cli._exit import translate_errors
-from gateway.cli._node import node_app, print_table, storage_failure
+from gateway.cli._node import node_app, print_record, print_table, storage_failure
 from gateway.errors import GatewayError, NotFoundError, PeerUnreachable, UsageError
 from storage.db import session_scope
 from storage.errors import StorageError
@@ -192,10 +192,7 @@ def show(app: AppContext, slug: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    data["roles"] = ",".join(data["roles"])
-    width = max(len(key) for key in data) + 1
-    for key, value in data.items():
-        click.echo(f"{key + ':':<{width}} {'-' if value is None else value}")
+    print_record(data)
 
 
 @peer.command()

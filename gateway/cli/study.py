@@ -23,7 +23,7 @@ import storage.pseudomap as pseudomap
 import storage.quarantine as quarantine_records
 from gateway.cli._context import AppContext, pass_app
 from gateway.cli._exit import translate_errors
-from gateway.cli._node import node_app, print_table, storage_failure
+from gateway.cli._node import node_app, print_record, print_table, storage_failure
 from gateway.errors import NotFoundError
 from storage.db import session_scope
 from storage.errors import StorageError
@@ -153,10 +153,7 @@ def show(app: AppContext, uid: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({**data, "series": series}, indent=2))
         return
-    width = max(len(key) for key in data) + 1
-    for key, value in data.items():
-        shown = ",".join(value) if isinstance(value, list) else value
-        click.echo(f"{key + ':':<{width}} {'-' if shown is None or shown == '' else shown}")
+    print_record(data)
     click.echo("")
     print_table(
         ("SERIES UID", "NUMBER", "MODALITY", "DESCRIPTION", "INSTANCES"),
@@ -213,9 +210,7 @@ def reidentify(app: AppContext, uid: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    width = max(len(key) for key in data) + 1
-    for key, value in data.items():
-        click.echo(f"{key + ':':<{width}} {'-' if value in (None, '') else value}")
+    print_record(data)
 
 
 @study.command()
