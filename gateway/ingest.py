@@ -28,6 +28,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Container
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -233,11 +234,16 @@ def _retry(app: App, entry: SpoolEntry, sop: str, exc: Exception) -> IngestOutco
     return IngestOutcome.RETRY
 
 
-def run_once(app: App, limit: int | None = None) -> IngestReport:
-    """Process spool entries until the spool is empty (or ``limit`` were taken)."""
+def run_once(app: App, limit: int | None = None, *,
+             only: Container[str] | None = None) -> IngestReport:
+    """Process spool entries until the spool is empty (or ``limit`` were taken).
+
+    With ``only``, just the entries of those spool names are taken (what a
+    ``dicom-gateway import`` spooled itself), so that its counts are its own.
+    """
     report = IngestReport()
     while limit is None or report.total < limit:
-        entry = app.spool.claim()
+        entry = app.spool.claim(only)
         if entry is None:
             break
         outcome = process(app, entry)

@@ -29,7 +29,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -196,7 +196,7 @@ class Spool:
 
     # -- working -------------------------------------------------------------------
 
-    def claim(self) -> SpoolEntry | None:
+    def claim(self, only: Container[str] | None = None) -> SpoolEntry | None:
         """Take the oldest waiting entry for this worker alone.
 
         The claim is a rename from ``incoming/`` to ``claimed/``; of several
@@ -204,12 +204,20 @@ class Spool:
         tries the next entry. An entry whose sidecar cannot be read is
         quarantined with that reason and skipped.
 
+        Parameters
+        ----------
+        only : Container[str] | None
+            When given, only entries of these names are taken (an import
+            processing what it spooled itself); others are left waiting.
+
         Returns
         -------
         SpoolEntry | None
-            ``None`` when nothing is waiting.
+            ``None`` when nothing (of ``only``) is waiting.
         """
         for name in self._names(self.incoming):
+            if only is not None and name not in only:
+                continue
             data, sidecar = self._files(self.incoming, name)
             claimed, claimed_meta = self._files(self.claimed, name)
             try:

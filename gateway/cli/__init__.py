@@ -63,6 +63,7 @@ _COMMANDS: list[str] = [
     "gateway.cli.anonymize:anonymize",
     "gateway.cli.config:config",
     "gateway.cli.db:db",
+    "gateway.cli.import_:import_",
     "gateway.cli.ingest:ingest",
     "gateway.cli.peer:peer",
     "gateway.cli.serve:serve",
