@@ -1,4 +1,4 @@
-"""Interop fixtures: the node started as a user starts it (``dicom-gateway serve``)."""
+"""Interop fixtures: the node started as a user starts it (``dicom-gateway serve``), Orthanc."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import pytest
 
 from tests.conftest import TEST_KEY_HEX, require_tool
+from tests.interop.orthanc import Orthanc, start_orthanc
 
 
 def free_port() -> int:
@@ -85,3 +86,19 @@ def serve(tmp_path: Path, db_url: str) -> Iterator[Callable[..., ServedNode]]:
             except subprocess.TimeoutExpired:
                 node.kill()
         node.log_file.close()
+
+
+@pytest.fixture
+def orthanc(tmp_path: Path) -> Iterator[Callable[..., Orthanc]]:
+    """Start Orthanc processes on free loopback ports (see tests/interop/orthanc.py); stop them."""
+    started: list[Orthanc] = []
+
+    def start(modalities: dict[str, list[Any]] | None = None, **kwargs: Any) -> Orthanc:
+        server = start_orthanc(tmp_path / f"orthanc{len(started)}", free_port(), free_port(),
+                               modalities, **kwargs)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
