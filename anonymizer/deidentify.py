@@ -26,7 +26,8 @@ from pydicom.tag import BaseTag
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, UID
 
 from . import gate
-from .engine import DOCUMENT_SOP_CLASSES, Walker
+from .engine import Walker
+from .tags import DOCUMENT_SOP_CLASSES
 from .errors import AnonymizationError
 from .identifiers import Identifiers
 from .profile import Profile
@@ -236,6 +237,7 @@ def anonymize(ds: Dataset, profile: Profile, lookup: PseudonymLookup) -> Result:
         key = _patient_key(walker, ds)
         pseudonym = lookup.patient(key)
         walker.pseudonym = pseudonym
+        walker.context = (walker.identifiers.pattern, pseudonym)
         out = walker.dataset(ds, 0, False)
     except RecursionError:
         raise AnonymizationError(
@@ -257,7 +259,7 @@ def anonymize(ds: Dataset, profile: Profile, lookup: PseudonymLookup) -> Result:
     out.file_meta = meta
     out.preamble = b"\0" * 128
     if profile.residual_phi_gate:
-        gate.check(out, walker.identifiers, walker.generated)
+        gate.check(out, walker.identifiers, walker.generated, profile.value_cache)
     study = OriginalStudy(
         _text(walker, ds, "StudyInstanceUID"), _text(walker, ds, "AccessionNumber"),
         _text(walker, ds, "StudyID"),

@@ -29,16 +29,9 @@ is not used because it converts every element and edits in place.
 from __future__ import annotations
 
 from collections import Counter
-from functools import lru_cache
+from collections.abc import Hashable
 
-from pydicom._dicom_dict import DicomDictionary
-from pydicom.datadict import (
-    dictionary_has_tag,
-    dictionary_keyword,
-    dictionary_VR,
-    repeater_has_tag,
-    tag_for_keyword,
-)
+from pydicom.datadict import dictionary_keyword
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
@@ -49,87 +42,34 @@ from .actions import Action
 from .allowlist import SAFE_TEXT_TAGS
 from .dummies import dummy_value
 from .errors import AnonymizationError
-from .identifiers import IDENTIFIER_KEYWORDS, Identifiers
+from .identifiers import Identifiers
 from .profile import Option, Profile
 from .pseudonyms import Pseudonym, PseudonymLookup
+from .tags import (
+    COLLECT_KINDS,
+    DATE_TIME_PARTNERS,
+    DATE_VRS,
+    DOCUMENT_SOP_CLASSES,
+    ENCAPSULATED_DOCUMENT,
+    KEEP_VRS,
+    OVERLAY_DATA,
+    PATIENT_ID,
+    PATIENT_NAME,
+    SQ_TAGS,
+    STRING_VRS,
+    TEXT_VRS,
+    VALUE_CACHE_LIMIT,
+    Element,
+    check_complete,
+    one_or_many,
+    known,
+    shift_pair,
+    unchanged,
+    vr_of,
+)
 from .values import as_strings, encode, fast_codec
 
 __all__ = ["Walker"]
-
-Element = DataElement | RawDataElement
-
-_TEXT_VRS = frozenset({"AE", "LO", "LT", "SH", "ST", "UC", "UR", "UT"})
-_DATE_VRS = frozenset({"DA", "DT", "TM"})
-_STRING_VRS = frozenset(
-    {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI",
-     "UR", "UT"}
-)
-_KEEP_VRS = frozenset(
-    {"CS", "AS", "DS", "IS", "FL", "FD", "SL", "SS", "SV", "UL", "US", "UV", "AT",
-     "OB", "OD", "OF", "OL", "OV", "OW"}
-)
-_IDENTIFIER_TAGS: dict[int, str] = {
-    tag: kind
-    for keyword, kind in IDENTIFIER_KEYWORDS.items()
-    if (tag := tag_for_keyword(keyword)) is not None
-}
-#: every public PN tag (their values are identifiers) and the other identifier tags
-_COLLECT_KINDS: dict[int, str] = {
-    **{tag: "name" for tag, entry in DicomDictionary.items() if entry[0] == "PN"},
-    **_IDENTIFIER_TAGS,
-}
-_SQ_TAGS = frozenset(tag for tag, entry in DicomDictionary.items() if entry[0] == "SQ")
-#: DA tag -> TM tag of the same name (StudyDate -> StudyTime, ...): shifted as one instant
-_DATE_TIME_PARTNERS: dict[int, int] = {
-    date_tag: time_tag
-    for date_tag, entry in DicomDictionary.items()
-    if entry[0] == "DA" and entry[4].endswith("Date")
-    and (time_tag := tag_for_keyword(entry[4][:-4] + "Time")) is not None
-    and DicomDictionary[time_tag][0] == "TM"
-}
-_PATIENT_NAME = 0x00100010
-_PATIENT_ID = 0x00100020
-_ENCAPSULATED_DOCUMENT = 0x00420011
-#: Encapsulated PDF, CDA, STL, OBJ and MTL Storage (PS3.4 B.5): the document is the content
-DOCUMENT_SOP_CLASSES = frozenset(f"1.2.840.10008.5.1.4.1.1.104.{n}" for n in range(1, 6))
-_OVERLAY_DATA = 0x60003000
-
-
-def _known(tag: int) -> bool:
-    """In the DICOM dictionary, repeating groups (50xx, 60xx) included."""
-    return dictionary_has_tag(tag) or repeater_has_tag(tag)
-
-
-def _vr_of(tag: int, elem: Element) -> str:
-    vr = elem.VR
-    if vr and vr != "UN":
-        return str(vr)
-    if _known(tag):
-        return str(dictionary_VR(tag)).split(" or ")[0]
-    return "UN"
-
-
-@lru_cache(maxsize=4096)
-def _shift_pair(day: str, time: str, days: int, seconds: int) -> tuple[str | None, str | None]:
-    """A date and its time shifted as one instant (memoized: a study repeats its dates)."""
-    return dates.shift_date_time(day, time, days, seconds)
-
-
-def _check_complete(raw: Element) -> None:
-    if (isinstance(raw, RawDataElement) and isinstance(raw.value, bytes)
-            and raw.length != 0xFFFFFFFF and len(raw.value) != raw.length):
-        tag = int(raw.tag)
-        raise AnonymizationError(
-            f"truncated: ({tag >> 16:04X},{tag & 0xFFFF:04X}) holds "
-            f"{len(raw.value)} of its {raw.length} bytes"
-        )
-
-
-def _one_or_many(values: list[str]) -> str | list[str] | None:
-    if not values:
-        return None
-    return values[0] if len(values) == 1 else values
-
 
 class Walker:
     """One de-identification of one dataset; holds what it learned on the way.
@@ -155,8 +95,11 @@ class Walker:
         self._shifted: dict[tuple[str, str], str] = {}
         #: id() of the raw elements the engine made itself, for the gate
         self.generated: set[int] = set()
+        #: what an action's result depends on beside the value: set once the patient is known
+        self.context: Hashable = None
+        self._new_uids: list[tuple[str, str]] = []
         self._keep_private = Option.RETAIN_SAFE_PRIVATE in profile.options
-        self._overlay_gone = profile.action_for(_OVERLAY_DATA) is Action.REMOVE
+        self._overlay_gone = profile.action_for(OVERLAY_DATA) is Action.REMOVE
         self._plan = profile.plan_cache
         #: set for an encapsulated-document instance: its document is kept for review
         self.keep_document = False
@@ -207,26 +150,43 @@ class Walker:
             )
         if depth == 0 and src._dict:
             *_, last = src._dict.values()  # the last element read
-            _check_complete(last)
+            check_complete(last)
         found: list[tuple[str, str, str]] = []
         present = src._dict.keys()
-        for base_tag in present & _COLLECT_KINDS.keys():
+        for base_tag in present & COLLECT_KINDS.keys():
             tag = int(base_tag)
             if self.profile.action_for(tag) is Action.KEEP:
                 continue
-            kind = _COLLECT_KINDS[tag]
+            kind = COLLECT_KINDS[tag]
             raw = src._dict[base_tag]
-            vr = "PN" if kind == "name" else _vr_of(tag, raw)
+            vr = "PN" if kind == "name" else vr_of(tag, raw)
             keyword = dictionary_keyword(tag)
             found += [(keyword, kind, v) for v in self.strings(src, tag, raw, vr)]
         keep_private = self._keep_private
         sequences = [
             t for t, e in src._dict.items()
-            if (e.VR == "SQ" or e.VR is None and t in _SQ_TAGS) and (keep_private or not t >> 16 & 1)
+            if (e.VR == "SQ" or e.VR is None and t in SQ_TAGS) and (keep_private or not t >> 16 & 1)
         ]
+        cache = self.profile.value_cache
         for base_tag in sequences:
+            raw = src._dict[base_tag]
+            key: Hashable = None
+            if isinstance(raw, RawDataElement) and isinstance(raw.value, bytes):
+                # a series repeats its sequences byte for byte: parse each once
+                key = ("sequence", raw.value, raw.is_implicit_VR, raw.is_little_endian,
+                       self._codec(src), depth)
+                hit = cache.get(key)
+                if hit is not None:
+                    found += hit[0]
+                    continue
+            inner: list[tuple[str, str, str]] = []
             for item in self.element(src, int(base_tag)).value or ():
-                found += self.collect(item, depth + 1)
+                inner += self.collect(item, depth + 1)
+            if key is not None:
+                if len(cache) >= VALUE_CACHE_LIMIT:
+                    cache.clear()
+                cache[key] = (inner, ())
+            found += inner
         return found
 
     # -- the walk ----------------------------------------------------------
@@ -264,9 +224,9 @@ class Walker:
             if action is Action.KEEP and vr != "SQ":
                 out._dict[base_tag] = elem if elem.value is not None else src.get_item(base_tag)
                 continue
-            if depth == 0 and tag in (_PATIENT_NAME, _PATIENT_ID):
+            if depth == 0 and tag in (PATIENT_NAME, PATIENT_ID):
                 continue  # written from the pseudonym by the caller
-            if tag == _ENCAPSULATED_DOCUMENT and depth == 0 and self.keep_document:
+            if tag == ENCAPSULATED_DOCUMENT and depth == 0 and self.keep_document:
                 self.review.append("encapsulated document: its content cannot be de-identified")
                 out[base_tag] = src.get_item(base_tag)
                 continue
@@ -274,7 +234,7 @@ class Walker:
         return out
 
     def _decide(self, tag: int, elem: Element, strict: bool) -> tuple[str, Action, str]:
-        vr = _vr_of(tag, elem)
+        vr = vr_of(tag, elem)
         action = self.profile.action_for(tag)
         if self._overlay_gone and tag >> 16 & 0xFF01 == 0x6000:
             action = Action.REMOVE
@@ -283,19 +243,19 @@ class Walker:
         return vr, action, action.value
 
     def _unlisted(self, tag: int, vr: str, strict: bool) -> Action:
-        if not _known(tag):
+        if not known(tag):
             return Action.REMOVE  # an unknown public attribute: nobody can say it is safe
-        if vr == "SQ" or vr in _KEEP_VRS:
+        if vr == "SQ" or vr in KEEP_VRS:
             return Action.KEEP
         if vr == "UI":
             return Action.UID
         if vr == "PN":
             return Action.DUMMY
-        if vr in _DATE_VRS:
+        if vr in DATE_VRS:
             if self.profile.keeps_dates:
                 return Action.KEEP
             return Action.CLEAN if self.profile.shifts_dates else Action.DUMMY
-        if vr in _TEXT_VRS:
+        if vr in TEXT_VRS:
             if tag in SAFE_TEXT_TAGS:
                 return Action.KEEP
             return Action.DUMMY if strict else Action.CLEAN
@@ -305,17 +265,61 @@ class Walker:
         self, src: Dataset, out: Dataset, tag: int, elem: Element, vr: str, action: Action,
         depth: int, strict: bool, pairs: dict[int, str],
     ) -> None:
+        """Apply ``action``; a value met before in this patient's context reuses its result.
+
+        A series repeats most values, and an action's result depends only on
+        the value, the action, the encoding, the position and the patient's
+        identifiers and pseudonym. Results are immutable raw elements, shared
+        between outputs through ``Profile.value_cache``.
+        """
+        if tag in pairs or not isinstance(elem, RawDataElement) \
+                or not isinstance(elem.value, bytes):
+            self._apply_uncached(src, out, tag, elem, vr, action, depth, strict, pairs)
+            return
+        key = (tag, vr, action, elem.value, src.original_encoding, self._codec(src),
+               self.context, strict, depth)
+        cache = self.profile.value_cache
+        hit = cache.get(key)
+        base_tag = BaseTag(tag)
+        if hit is not None:
+            produced, uids = hit
+            if produced is None:
+                out._dict[base_tag] = elem
+            else:
+                out._dict[base_tag] = produced
+                self.generated.add(id(produced))
+            self.uid_map.update(uids)
+            return
+        self._new_uids = []
+        self._apply_uncached(src, out, tag, elem, vr, action, depth, strict, pairs)
+        made = out._dict.get(base_tag)
+        if made is elem:
+            result: tuple[RawDataElement | None, tuple[tuple[str, str], ...]] = (None, ())
+        elif isinstance(made, RawDataElement) and id(made) in self.generated:
+            result = (made, tuple(self._new_uids))
+        else:
+            return  # removed, or made by pydicom: not worth keeping
+        if len(cache) >= VALUE_CACHE_LIMIT:
+            cache.clear()
+        cache[key] = result
+
+    def _apply_uncached(
+        self, src: Dataset, out: Dataset, tag: int, elem: Element, vr: str, action: Action,
+        depth: int, strict: bool, pairs: dict[int, str],
+    ) -> None:
         if vr == "SQ":
             if action is Action.ZERO:
                 out.add(DataElement(tag, "SQ", Sequence()))
                 return
             items = self.element(src, tag).value or ()
             inner_strict = strict or action is Action.DUMMY
-            out.add(DataElement(tag, "SQ", Sequence(
-                [self.dataset(item, depth + 1, inner_strict) for item in items]
-            )))
+            made = [self.dataset(item, depth + 1, inner_strict) for item in items]
+            if all(unchanged(item, new) for item, new in zip(items, made)):
+                out._dict[BaseTag(tag)] = elem  # nothing inside changed: the bytes as received
+                return
+            out.add(DataElement(tag, "SQ", Sequence(made)))
         elif action is Action.ZERO:
-            if vr in _STRING_VRS:
+            if vr in STRING_VRS:
                 self._put(src, out, tag, vr, [])
             else:
                 out.add(DataElement(tag, vr, b"" if vr in ("OB", "OW", "UN") else None))
@@ -327,9 +331,9 @@ class Walker:
                 self._put(src, out, tag, vr, [dummy])
             else:
                 out.add(DataElement(tag, vr, dummy))
-        elif vr in _DATE_VRS:  # Action.CLEAN on a date: shift it
+        elif vr in DATE_VRS:  # Action.CLEAN on a date: shift it
             self._put(src, out, tag, vr, self._shift(src, tag, elem, vr, pairs))
-        elif vr in _TEXT_VRS or vr in ("PN", "CS"):  # Action.CLEAN on text: remove identifiers
+        elif vr in TEXT_VRS or vr in ("PN", "CS"):  # Action.CLEAN on text: remove identifiers
             self._clean(src, out, tag, elem, vr)
         elif vr in ("OB", "UN"):  # Action.CLEAN on bytes: overwrite identifiers in place
             value = self.element(src, tag).value
@@ -354,12 +358,13 @@ class Walker:
             out._dict[BaseTag(tag)] = raw
             self.generated.add(id(raw))
         else:
-            out.add(DataElement(tag, vr, _one_or_many(values)))
+            out.add(DataElement(tag, vr, one_or_many(values)))
 
     def _uid(self, value: str) -> str:
         new = self.lookup.uid(value)
         if new != value:
             self.uid_map[value] = new
+            self._new_uids.append((value, new))
         return new
 
     # -- dates ---------------------------------------------------------------
@@ -370,9 +375,9 @@ class Walker:
         if pseudonym is None:
             return shifted
         elements = src._dict
-        for base_tag in elements.keys() & _DATE_TIME_PARTNERS.keys():
+        for base_tag in elements.keys() & DATE_TIME_PARTNERS.keys():
             date_tag = int(base_tag)
-            time_tag = _DATE_TIME_PARTNERS[date_tag]
+            time_tag = DATE_TIME_PARTNERS[date_tag]
             time_elem = elements.get(BaseTag(time_tag))
             if time_elem is None:
                 continue
@@ -380,7 +385,7 @@ class Walker:
             times = self.strings(src, time_tag, time_elem, "TM")
             if len(days) != 1 or len(times) != 1:
                 continue
-            new_day, new_time = _shift_pair(
+            new_day, new_time = shift_pair(
                 days[0], times[0], pseudonym.day_offset, pseudonym.second_offset
             )
             if new_day and new_time:
@@ -439,7 +444,7 @@ class Walker:
             out.add(DataElement(tag, "SQ", Sequence(
                 [self.dataset(item, depth + 1, False) for item in items]
             )))
-        elif vr in _TEXT_VRS and number > 0xFF:
+        elif vr in TEXT_VRS and number > 0xFF:
             self._clean(src, out, tag, elem, vr)
         else:
             out._dict[BaseTag(tag)] = src.get_item(BaseTag(tag))

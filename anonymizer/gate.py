@@ -13,7 +13,7 @@ identifier, never the value itself.
 
 from __future__ import annotations
 
-from collections.abc import Set
+from collections.abc import Hashable, Mapping, MutableMapping, Set
 
 from pydicom.charset import decode_bytes
 from pydicom.datadict import dictionary_has_tag, dictionary_keyword, dictionary_VR
@@ -70,12 +70,16 @@ def _text(elem: DataElement | RawDataElement, ds: Dataset, codec: str | None) ->
 
 
 def _texts(
-    ds: Dataset, path: str, found: list[tuple[str, int, str]], generated: Set[int]
+    ds: Dataset, path: str, found: list[tuple[str, int, str]], generated: Set[int],
+    verified: Mapping[Hashable, object], fresh: list[Hashable], pattern: Hashable,
 ) -> None:
     """Append ``(path to ds, tag, text)`` for every scanned value of ``ds``, at every depth.
 
     ``generated`` holds ``id()`` of the elements the engine made itself
-    (pseudonyms, new UIDs, dummies, shifted dates): no input reached them.
+    (pseudonyms, new UIDs, dummies, shifted dates): no input reached them. A
+    sequence kept byte for byte that an earlier check found clean of the
+    same identifiers (``verified``) is not scanned again; the ones scanned
+    now are added to ``fresh``.
     """
     codec = fast_codec(ds._character_set)
     for base_tag, elem in ds._dict.items():
@@ -84,8 +88,14 @@ def _texts(
             continue
         vr = _vr(tag, elem)
         if vr == "SQ":
+            if isinstance(elem, RawDataElement) and isinstance(elem.value, bytes):
+                key = ("gate", elem.value, elem.is_implicit_VR, pattern)
+                if key in verified:
+                    continue
+                fresh.append(key)
             for index, item in enumerate(ds[base_tag].value or ()):
-                _texts(item, f"{path}{_name(tag)}[{index}].", found, generated)
+                _texts(item, f"{path}{_name(tag)}[{index}].", found, generated, verified, fresh,
+                       pattern)
             continue
         if vr in _BINARY_VRS:
             value = elem.value
@@ -97,7 +107,12 @@ def _texts(
         found.append((path, tag, _text(elem, ds, codec)))
 
 
-def check(ds: Dataset, identifiers: Identifiers, generated: Set[int] = frozenset()) -> None:
+def check(
+    ds: Dataset,
+    identifiers: Identifiers,
+    generated: Set[int] = frozenset(),
+    verified: MutableMapping[Hashable, object] | None = None,
+) -> None:
     """Raise :class:`ResidualPHIError` if any identifier occurs in ``ds``.
 
     All scanned values are searched at once (joined by NUL, which no
@@ -111,12 +126,19 @@ def check(ds: Dataset, identifiers: Identifiers, generated: Set[int] = frozenset
         The original instance's identifiers.
     generated : set of int
         ``id()`` of elements the engine generated, which are not scanned.
+    verified : mutable mapping, optional
+        Remembers kept sequences found clean, keyed by their bytes and the
+        identifiers, so a series' repeated sequences are scanned once.
     """
     if identifiers.pattern is None:
         return
     texts: list[tuple[str, int, str]] = []
-    _texts(ds, "", texts, generated)
+    fresh: list[Hashable] = []
+    memo: MutableMapping[Hashable, object] = {} if verified is None else verified
+    _texts(ds, "", texts, generated, memo, fresh, identifiers.pattern)
     if identifiers.first_hit("\0".join(text for _, _, text in texts)) is None:
+        for key in fresh:
+            memo[key] = True
         return
     for path, tag, text in sorted(texts):
         hit = identifiers.first_hit(text)

@@ -9,8 +9,9 @@ that DeidentificationMethodCodeSequence records for each.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .actions import Action, resolve
 from .table import load_table
@@ -115,6 +116,10 @@ class Profile:
     private_action: Action = Action.REMOVE
     #: the engine's memo of (tag, VR as read, strict) -> (VR, action, code); derived, not state
     plan_cache: dict[tuple[int, str | None, bool], tuple[str, Action, str]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+    #: the engine's memo of action results on repeated values (see Walker._apply); derived
+    value_cache: dict[Hashable, Any] = field(
         default_factory=dict, repr=False, compare=False
     )
 
