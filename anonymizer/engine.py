@@ -39,7 +39,6 @@ from pydicom.tag import BaseTag
 
 from . import dates
 from .actions import Action
-from .allowlist import SAFE_TEXT_TAGS
 from .dummies import dummy_value
 from .errors import AnonymizationError
 from .identifiers import Identifiers
@@ -65,6 +64,7 @@ from .tags import (
     known,
     shift_pair,
     unchanged,
+    unlisted_action,
     vr_of,
 )
 from .values import as_strings, encode, fast_codec
@@ -239,27 +239,8 @@ class Walker:
         if self._overlay_gone and tag >> 16 & 0xFF01 == 0x6000:
             action = Action.REMOVE
         if action is None:
-            action = self._unlisted(tag, vr, strict)
+            action = unlisted_action(self.profile, tag, vr, strict)
         return vr, action, action.value
-
-    def _unlisted(self, tag: int, vr: str, strict: bool) -> Action:
-        if not known(tag):
-            return Action.REMOVE  # an unknown public attribute: nobody can say it is safe
-        if vr == "SQ" or vr in KEEP_VRS:
-            return Action.KEEP
-        if vr == "UI":
-            return Action.UID
-        if vr == "PN":
-            return Action.DUMMY
-        if vr in DATE_VRS:
-            if self.profile.keeps_dates:
-                return Action.KEEP
-            return Action.CLEAN if self.profile.shifts_dates else Action.DUMMY
-        if vr in TEXT_VRS:
-            if tag in SAFE_TEXT_TAGS:
-                return Action.KEEP
-            return Action.DUMMY if strict else Action.CLEAN
-        return Action.REMOVE
 
     def _apply(
         self, src: Dataset, out: Dataset, tag: int, elem: Element, vr: str, action: Action,
@@ -282,21 +263,25 @@ class Walker:
         hit = cache.get(key)
         base_tag = BaseTag(tag)
         if hit is not None:
-            produced, uids = hit
+            produced, uids, counted = hit
             if produced is None:
                 out._dict[base_tag] = elem
             else:
                 out._dict[base_tag] = produced
                 self.generated.add(id(produced))
             self.uid_map.update(uids)
+            self.counts.update(counted)  # what the elements inside a sequence counted
             return
         self._new_uids = []
+        before = Counter(self.counts)
         self._apply_uncached(src, out, tag, elem, vr, action, depth, strict, pairs)
         made = out._dict.get(base_tag)
+        counted = self.counts - before
+        result: tuple[RawDataElement | None, tuple[tuple[str, str], ...], Counter[str]]
         if made is elem:
-            result: tuple[RawDataElement | None, tuple[tuple[str, str], ...]] = (None, ())
+            result = (None, (), counted)
         elif isinstance(made, RawDataElement) and id(made) in self.generated:
-            result = (made, tuple(self._new_uids))
+            result = (made, tuple(self._new_uids), counted)
         else:
             return  # removed, or made by pydicom: not worth keeping
         if len(cache) >= VALUE_CACHE_LIMIT:

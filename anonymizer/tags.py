@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-__all__ = ["Element", "vr_of", "known", "check_complete", "shift_pair", "one_or_many", "unchanged"]
+__all__ = ["Element", "vr_of", "known", "check_complete", "shift_pair", "one_or_many", "unchanged", "unlisted_action"]
 
 from pydicom._dicom_dict import DicomDictionary
 from pydicom.datadict import (
@@ -22,8 +22,11 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 
 from . import dates
+from .actions import Action
+from .allowlist import SAFE_TEXT_TAGS
 from .errors import AnonymizationError
 from .identifiers import IDENTIFIER_KEYWORDS
+from .profile import Profile
 
 Element = DataElement | RawDataElement
 
@@ -107,3 +110,24 @@ def unchanged(item: Dataset, made: Dataset) -> bool:
     if len(made._dict) != len(item._dict):
         return False
     return all(made._dict.get(tag) is elem for tag, elem in item._dict.items())
+
+
+def unlisted_action(profile: Profile, tag: int, vr: str, strict: bool) -> Action:
+    """The action for an attribute Table E.1-1 does not list (see anonymizer.allowlist)."""
+    if not known(tag):
+        return Action.REMOVE  # an unknown public attribute: nobody can say it is safe
+    if vr == "SQ" or vr in KEEP_VRS:
+        return Action.KEEP
+    if vr == "UI":
+        return Action.UID
+    if vr == "PN":
+        return Action.DUMMY
+    if vr in DATE_VRS:
+        if profile.keeps_dates:
+            return Action.KEEP
+        return Action.CLEAN if profile.shifts_dates else Action.DUMMY
+    if vr in TEXT_VRS:
+        if tag in SAFE_TEXT_TAGS:
+            return Action.KEEP
+        return Action.DUMMY if strict else Action.CLEAN
+    return Action.REMOVE
