@@ -6,7 +6,9 @@ Durability contract 2 (ARCHITECTURE): each step is idempotent, keyed by the
 1. claim the oldest spool entry (an atomic rename, so workers in any number
    of threads or processes never take the same one);
 2. de-identify it (:func:`anonymizer.anonymize`); an instance the engine
-   cannot de-identify, or flags for review, is quarantined with the reason;
+   cannot de-identify, or flags for review, is quarantined with the reason
+   (an entry a person released after review, ``meta.released``, skips only
+   the review flag: the residual-PHI gate and the rest still apply);
 3. the same bytes already indexed: release, nothing else (a repeat costs
    time, not data); different bytes under a known UID: quarantine, never
    merge (RELIABILITY T22);
@@ -181,7 +183,10 @@ def process(app: App, entry: SpoolEntry) -> IngestOutcome:
         return _quarantine(app, entry, f"cannot be read ({type(exc).__name__})")
     sop = result.sop_instance_uid
     if result.needs_review:
-        return _quarantine(app, entry, "; ".join(result.needs_review), sop)
+        if not entry.meta.released:
+            return _quarantine(app, entry, "; ".join(result.needs_review), sop)
+        # a person reviewed it (dicom-gateway study release); every other check still applies
+        logger.info("ingest sop=%s review=released", sop)
     try:
         with session_scope(app.engine) as session:
             exists, known_sha = index.instance_exists(session, sop)

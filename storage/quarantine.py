@@ -29,8 +29,9 @@ def record(
 ) -> None:
     """Record that spool entry ``spool_name`` was quarantined.
 
-    Idempotent by spool name: a second record for the same entry (a worker
-    re-running after a crash) is ignored.
+    Idempotent by spool name: a second record for the same held entry (a
+    worker re-running after a crash) is ignored; an entry that was released
+    and is quarantined again is held again with the new reason.
 
     Parameters
     ----------
@@ -45,10 +46,18 @@ def record(
     sop_instance_uid : str | None
         The new (remapped) SOP Instance UID when it is known.
     """
+    now = datetime.now(UTC)
+    # an entry released after review and set aside again (e.g. by the residual-PHI gate)
+    # is held again, with the new reason
+    session.execute(
+        update(QuarantineEntry)
+        .where(QuarantineEntry.spool_name == spool_name, QuarantineEntry.released_at.is_not(None))
+        .values(reason=reason, at=now, released_at=None)
+    )
     insert_ignore(session, table_of(QuarantineEntry), [{
         "spool_name": spool_name,
         "reason": reason,
-        "at": datetime.now(UTC),
+        "at": now,
         "calling_ae_title": calling_ae_title,
         "sop_instance_uid": sop_instance_uid,
         "released_at": None,

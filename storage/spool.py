@@ -21,6 +21,7 @@ time), never taken from a value a peer sent (I3).
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import logging
@@ -52,13 +53,19 @@ _DIR_MODE: Final = 0o700
 
 @dataclass(frozen=True, slots=True)
 class SpoolMeta:
-    """Who sent a spooled file, to whom, from where and when (timezone-aware)."""
+    """Who sent a spooled file, to whom, from where and when (timezone-aware).
+
+    ``released`` is set when a person reviewed a quarantined entry and sent
+    it back (:meth:`Spool.release_from_quarantine`); sidecars written before
+    the field existed read as ``False``.
+    """
 
     calling_ae_title: str
     called_ae_title: str
     source_peer: str | None
     received_at: datetime
     peer_address: str
+    released: bool = False
 
     def to_json(self) -> bytes:
         """Encode as the sidecar's JSON."""
@@ -68,6 +75,7 @@ class SpoolMeta:
             "source_peer": self.source_peer,
             "received_at": self.received_at.isoformat(),
             "peer_address": self.peer_address,
+            "released": self.released,
         }, sort_keys=True).encode("utf-8")
 
     @classmethod
@@ -81,6 +89,7 @@ class SpoolMeta:
                 source_peer=None if raw["source_peer"] is None else str(raw["source_peer"]),
                 received_at=datetime.fromisoformat(raw["received_at"]),
                 peer_address=str(raw["peer_address"]),
+                released=raw.get("released", False) is True,
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise StorageError(f"spool sidecar: not valid metadata ({type(exc).__name__})") from exc
@@ -288,6 +297,54 @@ class Spool:
         fsync_dir(self.quarantined)
         logger.warning("spool quarantined spool=%s reason=%r", name, reason)
         return target
+
+    def release_from_quarantine(self, name: str) -> SpoolEntry:
+        """Send a quarantined entry that a person reviewed back to ``incoming/``, marked released.
+
+        The sidecar is rewritten with ``"released": true`` (temporary name,
+        fsync, rename) before the data file moves, so a crash in between
+        leaves either a held entry or a waiting, released one; the reason
+        file is removed last.
+
+        Parameters
+        ----------
+        name : str
+            The generated spool entry name (``study quarantine`` lists them).
+
+        Returns
+        -------
+        SpoolEntry
+            The entry in ``incoming/``, for the ingest workers.
+
+        Raises
+        ------
+        StorageError
+            When the name is not a generated one, or no such entry is held.
+        """
+        _check_name(name)
+        held, held_meta = self._files(self.quarantined, name)
+        if not held.exists():
+            raise StorageError(f"spool quarantine: no held entry named {name}")
+        try:
+            meta = SpoolMeta.from_json(held_meta.read_bytes())
+        except OSError as exc:
+            raise StorageError(f"spool quarantine: entry {name} has no readable metadata "
+                               f"({exc.strerror})") from exc
+        released = dataclasses.replace(meta, released=True)
+        data, sidecar = self._files(self.incoming, name)
+        staged = self.tmp / f"{name}{_META}"
+        with _create(staged, replace=True) as handle:
+            handle.write(released.to_json())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.rename(staged, sidecar)
+        os.rename(held, data)
+        held_meta.unlink(missing_ok=True)
+        (self.quarantined / f"{name}{_REASON}").unlink(missing_ok=True)
+        fsync_dir(self.incoming)
+        fsync_dir(self.quarantined)
+        logger.info("spool released from quarantine spool=%s", name)
+        return SpoolEntry(name=name, path=data, meta_path=sidecar, meta=released)
 
     # -- start-up and monitoring ---------------------------------------------------
 

@@ -4,7 +4,9 @@
 the original identifiers behind a study's pseudonyms, read from the
 encrypted map, and writes an audit record naming the OS user. ``delete``
 removes a study's index rows and files (audited). ``quarantine`` lists the
-received files held back by the ingest worker. An unknown study exits 3.
+received files held back by the ingest worker; ``release NAME`` sends one
+that a person reviewed back to the spool, marked released, and ingests it
+(audited). An unknown study or quarantine entry exits 3.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import storage.quarantine as quarantine_records
 from gateway.cli._context import AppContext, pass_app
 from gateway.cli._exit import translate_errors
 from gateway.cli._node import node_app, print_record, print_table, storage_failure
-from gateway.errors import NotFoundError
+from gateway.errors import GatewayError, NotFoundError
+from gateway.ingest import IngestOutcome, run_once
 from storage.db import session_scope
 from storage.errors import StorageError
 from storage.records import StudySummary
@@ -262,3 +265,41 @@ def quarantine(app: AppContext, as_json: bool) -> None:
         [(entry.spool_name, entry.calling_ae_title, _time(entry.at) or "", entry.reason)
          for entry in entries],
     )
+
+
+@study.command()
+@click.argument("name")
+@pass_app
+@translate_errors
+def release(app: AppContext, name: str) -> None:
+    """Release a reviewed quarantine entry (NAME from: study quarantine) and ingest it (audited).
+
+    Only the review flag (burned-in annotation, a risky class without
+    BurnedInAnnotation NO, an encapsulated document) is waived; the
+    residual-PHI gate and every other check still apply.
+    """
+    node = node_app(app)
+    actor = _actor()
+    try:
+        with session_scope(node.engine) as session:
+            if not quarantine_records.mark_released(session, name):
+                raise NotFoundError(
+                    f"quarantine entry {name} not found; see: dicom-gateway study quarantine")
+            # moved inside the transaction: when the move fails, the row stays held
+            node.spool.release_from_quarantine(name)
+            audit.record(session, "quarantine-release", actor, "success", detail=f"spool={name}")
+    except StorageError as exc:
+        raise storage_failure(exc) from exc
+    logger.info("quarantine released spool=%s actor=%s", name, actor)
+    report = run_once(node, only=frozenset({name}))
+    if report.stored:
+        click.echo(f"released {name}: stored")
+    elif report.already_present:
+        click.echo(f"released {name}: already present")
+    elif report.quarantined:
+        raise GatewayError(f"released {name}, but it was quarantined again; "
+                           "see: dicom-gateway study quarantine")
+    else:
+        outcome = IngestOutcome.RETRY.value if report.retry else "queued"
+        click.echo(f"released {name}: {outcome}; the node or: dicom-gateway ingest run --once "
+                   "finishes it")
