@@ -64,6 +64,7 @@ from .tags import (
     unlisted_action,
     vr_of,
 )
+from .streams import streamed
 from .values import as_strings, encode, fast_codec
 
 __all__ = ["Walker"]
@@ -120,6 +121,13 @@ class Walker:
                     ) from None
             self._converted[key] = found
         return found
+
+    def _deferred(self, src: Dataset, elem: Element) -> Element:
+        """A kept value pydicom deferred: streamed from the source file (see .streams)."""
+        path = getattr(src, "filename", None)
+        if isinstance(elem, RawDataElement) and isinstance(path, str) and elem.length != 0xFFFFFFFF:
+            return streamed(elem, path)
+        return src.get_item(elem.tag)
 
     def strings(self, src: Dataset, tag: int, elem: Element, vr: str) -> list[str]:
         """The values of a string element, decoded the cheapest correct way."""
@@ -219,7 +227,7 @@ class Walker:
             if action is Action.REMOVE:
                 continue
             if action is Action.KEEP and vr != "SQ":
-                out._dict[base_tag] = elem if elem.value is not None else src.get_item(base_tag)
+                out._dict[base_tag] = elem if elem.value is not None else self._deferred(src, elem)
                 continue
             if depth == 0 and tag in (PATIENT_NAME, PATIENT_ID):
                 continue  # written from the pseudonym by the caller

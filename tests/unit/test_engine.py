@@ -169,3 +169,24 @@ def test_dates_shift_together_and_keep_the_interval() -> None:
     assert before == after
     assert out.StudyDate != "20200301"
     assert out.LongitudinalTemporalInformationModified == "MODIFIED"
+
+
+def test_deferred_pixel_data_streams_through_byte_for_byte(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from pydicom.filewriter import dcmwrite
+
+    from anonymizer.streams import FileWindow
+
+    ds = _ct(Rows=64, Columns=64, BitsAllocated=16, BitsStored=16, HighBit=15,
+             PixelRepresentation=0, SamplesPerPixel=1, PhotometricInterpretation="MONOCHROME2")
+    ds.PixelData = bytes(range(256)) * 32
+    source = tmp_path / "in.dcm"
+    _through_file(ds).save_as(source, enforce_file_format=True)
+    deferred = dcmread(source, defer_size=1024)
+    assert deferred._dict[0x7FE00010].value is None  # pydicom did not read it
+    result = anonymize(deferred, Profile.build(), KeyedPseudonyms(KEY))
+    window = result.dataset._dict[0x7FE00010].value
+    assert window.raw.__class__ is FileWindow  # a window on the source file, not a copy
+    out = tmp_path / "out.dcm"
+    dcmwrite(out, result.dataset, enforce_file_format=True)
+    assert dcmread(out).PixelData == bytes(range(256)) * 32
+    assert window.raw._file is None  # the source file was released at the end of the value
