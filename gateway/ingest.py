@@ -57,6 +57,9 @@ __all__ = ["IngestOutcome", "IngestReport", "run_once", "process", "IngestWorker
 
 logger = logging.getLogger(__name__)
 
+#: values larger than this are read from the spool file only while being written out
+_DEFER_BYTES = 1 << 20
+
 
 class IngestOutcome(str, Enum):
     STORED = "stored"
@@ -176,7 +179,8 @@ def process(app: App, entry: SpoolEntry) -> IngestOutcome:
     started = time.monotonic()
     received_sha256 = _sha256(entry.path)
     try:
-        result = anonymize(dcmread(entry.path), app.profile, app.lookup)
+        # values over 1 MB stay on disk and stream through (anonymizer.streams)
+        result = anonymize(dcmread(entry.path, defer_size=_DEFER_BYTES), app.profile, app.lookup)
     except AnonymizationError as exc:
         return _quarantine(app, entry, str(exc))
     except Exception as exc:  # pydicom raises many types on broken input
