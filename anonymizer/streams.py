@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pydicom.dataelem import DataElement, RawDataElement
 
-__all__ = ["FileWindow", "streamed"]
+__all__ = ["FileWindow", "streamed", "streamed_file"]
 
 
 class FileWindow(io.RawIOBase):
@@ -73,3 +73,8 @@ def streamed(raw: RawDataElement, path: str | Path) -> DataElement:
     """A DataElement whose value is a window on ``raw``'s deferred bytes in ``path``."""
     window = io.BufferedReader(FileWindow(path, raw.value_tell, raw.length))
     return DataElement(raw.tag, raw.VR or "OB", window)
+
+
+def streamed_file(tag: int, vr: str, path: str | Path, length: int) -> DataElement:
+    """A DataElement whose value is the first ``length`` bytes of ``path``, read when written."""
+    return DataElement(tag, vr, io.BufferedReader(FileWindow(path, 0, length)))

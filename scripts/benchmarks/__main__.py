@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import anonymize
+from . import anonymize, ingest, memory
 
-BENCHMARKS = {"anonymize": anonymize.main}
+BENCHMARKS = {"anonymize": anonymize.main, "ingest": ingest.main, "memory": memory.main}
 
 
 def main(argv: list[str]) -> int:
