@@ -40,7 +40,7 @@ from .app import App
 from .handlers import handle_echo, handle_store
 from .policy import admit, record_refusal
 
-__all__ = ["TRANSFER_SYNTAXES", "build_ae", "start_listener"]
+__all__ = ["TRANSFER_SYNTAXES", "build_ae", "set_tcp_nodelay", "start_listener"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,8 @@ def build_ae(app: App) -> AE:
     return ae
 
 
-def _on_open(event: Any) -> None:
+def set_tcp_nodelay(event: Any) -> None:
+    """EVT_CONN_OPEN: turn Nagle's algorithm off on the association's socket."""
     sock = event.assoc.dul.socket
     if sock is not None and sock.socket is not None:
         sock.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -108,7 +109,7 @@ def start_listener(app: App, ae: AE | None = None) -> ThreadedAssociationServer:
     """Start serving on ``listener.bind``:``listener.port`` (port 0 picks a free one)."""
     ae = ae or build_ae(app)
     handlers: list[Any] = [
-        (evt.EVT_CONN_OPEN, _on_open),
+        (evt.EVT_CONN_OPEN, set_tcp_nodelay),
         (evt.EVT_REQUESTED, _on_requested, [app]),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_C_STORE, handle_store, [app]),

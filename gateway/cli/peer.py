@@ -16,7 +16,7 @@ import socket
 from typing import Any
 
 import click
-from pynetdicom import AE
+from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 import storage.audit as audit
@@ -25,6 +25,7 @@ from gateway.cli._context import AppContext, pass_app
 from gateway.cli._exit import translate_errors
 from gateway.cli._node import node_app, print_record, print_table, storage_failure
 from gateway.errors import GatewayError, NotFoundError, PeerUnreachable, UsageError
+from gateway.scp import set_tcp_nodelay
 from storage.db import session_scope
 from storage.errors import StorageError
 from storage.records import PeerRecord
@@ -241,7 +242,8 @@ def echo(app: AppContext, slug: str) -> None:
         raise PeerUnreachable(
             f"peer {slug} ({where}) cannot be reached ({reason}); check --host and --port"
         ) from exc
-    assoc = ae.associate(record.host, record.port, ae_title=record.ae_title)
+    assoc = ae.associate(record.host, record.port, ae_title=record.ae_title,
+                         evt_handlers=[(evt.EVT_CONN_OPEN, set_tcp_nodelay)])
     try:
         if assoc.is_rejected:
             raise GatewayError(f"peer {slug} ({where}) rejected the association from "

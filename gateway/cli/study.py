@@ -237,11 +237,20 @@ def delete(app: AppContext, uid: str) -> None:
     click.echo(f"study {uid} deleted: {len(paths)} instances, {removed} files removed")
 
 
-@study.command()
+@study.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@click.pass_context
+def quarantine(ctx: click.Context, as_json: bool) -> None:
+    """List received files held in quarantine, oldest first (also: quarantine list)."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(quarantine_list, as_json=as_json)
+
+
+@quarantine.command(name="list")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @pass_app
 @translate_errors
-def quarantine(app: AppContext, as_json: bool) -> None:
+def quarantine_list(app: AppContext, as_json: bool) -> None:
     """List received files held in quarantine, oldest first."""
     node = node_app(app)
     try:

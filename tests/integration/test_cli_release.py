@@ -45,6 +45,7 @@ def test_a_reviewed_secondary_capture_is_released_and_indexed(
 
     listed = json.loads(cli("study", "quarantine", "--json", **env).stdout)
     assert len(listed) == 1 and "BurnedInAnnotation" in listed[0]["reason"]
+    assert json.loads(cli("study", "quarantine", "list", "--json", **env).stdout) == listed
     name = listed[0]["spool_name"]
     assert _indexed(node) == 0
 
