@@ -189,6 +189,7 @@ def _indexed(database: Path) -> int:
 
 def _start_ours(root: Path) -> _Receiver:
     data_dir = root / "var"
+    root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log = root / "serve.log"
     log_file = log.open("wb")
