@@ -65,7 +65,7 @@ from .tags import (
     vr_of,
 )
 from .streams import streamed
-from .values import as_strings, encode, fast_codec
+from .values import as_strings, encode, encode_sequence, fast_codec
 
 __all__ = ["Walker"]
 
@@ -268,25 +268,34 @@ class Walker:
         hit = cache.get(key)
         base_tag = BaseTag(tag)
         if hit is not None:
-            produced, uids, counted = hit
-            if produced is None:
-                out._dict[base_tag] = elem
-            else:
-                out._dict[base_tag] = produced
+            produced, uids, counted, generated = hit
+            out._dict[base_tag] = elem if produced is None else produced
+            if generated:
                 self.generated.add(id(produced))
             self.uid_map.update(uids)
+            self._new_uids.extend(uids)
             self.counts.update(counted)  # what the elements inside a sequence counted
             return
-        self._new_uids = []
+        outer, self._new_uids = self._new_uids, []
         before = Counter(self.counts)
         self._apply_uncached(src, out, tag, elem, vr, action, depth, strict, pairs)
+        mine, self._new_uids = tuple(self._new_uids), outer
+        outer.extend(mine)
         made = out._dict.get(base_tag)
         counted = self.counts - before
-        result: tuple[RawDataElement | None, tuple[tuple[str, str], ...], Counter[str]]
         if made is elem:
-            result = (None, (), counted)
+            result: tuple[Element | None, tuple[tuple[str, str], ...], Counter[str], bool] = (
+                None, mine, counted, False)
         elif isinstance(made, RawDataElement) and id(made) in self.generated:
-            result = (made, tuple(self._new_uids), counted)
+            result = (made, mine, counted, True)
+        elif isinstance(made, DataElement) and made.VR == "SQ":
+            # a rebuilt sequence, encoded once so the next instance can share it; the
+            # gate scans it (its content came partly from the input)
+            encoded = encode_sequence(made, src)
+            if encoded is None:
+                return
+            out._dict[base_tag] = encoded
+            result = (encoded, mine, counted, False)
         else:
             return  # removed, or made by pydicom: not worth keeping
         if len(cache) >= VALUE_CACHE_LIMIT:

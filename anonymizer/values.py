@@ -14,10 +14,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.charset import convert_encodings
+from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_sequence
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 
-__all__ = ["ASCII_VRS", "SINGLE_VALUED_TEXT_VRS", "as_strings", "encode", "fast_codec"]
+__all__ = ["ASCII_VRS", "SINGLE_VALUED_TEXT_VRS", "as_strings", "encode", "encode_sequence", "fast_codec"]
 
 #: VRs whose values are ASCII whatever the character set
 ASCII_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "TM", "UI", "UR"})
@@ -103,4 +107,18 @@ def encode(
         data += b"\0" if vr == "UI" else b" "
     return RawDataElement(
         BaseTag(tag), None if implicit else vr, len(data), data, 0, implicit, little
+    )
+
+
+def encode_sequence(elem: DataElement, src: Dataset) -> RawDataElement | None:
+    """A sequence element encoded as a raw element in ``src``'s encoding (None when unknown)."""
+    implicit, little = src.original_encoding
+    if implicit is None or little is None:
+        return None
+    buffer = DicomBytesIO()
+    buffer.is_implicit_VR, buffer.is_little_endian = implicit, little
+    write_sequence(buffer, elem, convert_encodings(src._character_set))
+    data = buffer.getvalue()
+    return RawDataElement(
+        BaseTag(elem.tag), None if implicit else "SQ", len(data), data, 0, implicit, little
     )
