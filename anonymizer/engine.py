@@ -55,6 +55,7 @@ from .tags import (
     SQ_TAGS,
     STRING_VRS,
     TEXT_VRS,
+    CACHED_VALUE_BYTES,
     VALUE_CACHE_LIMIT,
     Element,
     check_complete,
@@ -176,8 +177,8 @@ class Walker:
         for base_tag in sequences:
             raw = src._dict[base_tag]
             key: Hashable = None
-            if isinstance(raw, RawDataElement) and isinstance(raw.value, bytes):
-                # a series repeats its sequences byte for byte: parse each once
+            if isinstance(raw, RawDataElement) and isinstance(raw.value, bytes) \
+                    and len(raw.value) <= CACHED_VALUE_BYTES:  # a series repeats them: parse once
                 key = ("sequence", raw.value, raw.is_implicit_VR, raw.is_little_endian,
                        self._codec(src), depth)
                 hit = cache.get(key)
@@ -259,7 +260,7 @@ class Walker:
         between outputs through ``Profile.value_cache``.
         """
         if tag in pairs or not isinstance(elem, RawDataElement) \
-                or not isinstance(elem.value, bytes):
+                or not isinstance(elem.value, bytes) or len(elem.value) > CACHED_VALUE_BYTES:
             self._apply_uncached(src, out, tag, elem, vr, action, depth, strict, pairs)
             return
         key = (tag, vr, action, elem.value, src.original_encoding, self._codec(src),

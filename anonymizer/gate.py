@@ -22,6 +22,7 @@ from pydicom.dataset import Dataset
 
 from .errors import ResidualPHIError
 from .identifiers import Identifiers
+from .tags import CACHED_VALUE_BYTES
 from .values import fast_codec
 
 __all__ = ["check"]
@@ -88,7 +89,8 @@ def _texts(
             continue
         vr = _vr(tag, elem)
         if vr == "SQ":
-            if isinstance(elem, RawDataElement) and isinstance(elem.value, bytes):
+            if isinstance(elem, RawDataElement) and isinstance(elem.value, bytes) \
+                    and len(elem.value) <= CACHED_VALUE_BYTES:
                 key = ("gate", elem.value, elem.is_implicit_VR, pattern)
                 if key in verified:
                     continue

@@ -65,8 +65,11 @@ ENCAPSULATED_DOCUMENT = 0x00420011
 #: Encapsulated PDF, CDA, STL, OBJ and MTL Storage (PS3.4 B.5): the document is the content
 DOCUMENT_SOP_CLASSES = frozenset(f"1.2.840.10008.5.1.4.1.1.104.{n}" for n in range(1, 6))
 OVERLAY_DATA = 0x60003000
-#: results kept in Profile.value_cache before it starts afresh (bounded memory)
-VALUE_CACHE_LIMIT = 200_000
+#: results kept in Profile.value_cache before it starts afresh: with CACHED_VALUE_BYTES,
+#: the cache holds at most about 80 MB
+VALUE_CACHE_LIMIT = 10_000
+#: values longer than this are not cached (large sequences are one instance's own)
+CACHED_VALUE_BYTES = 4_096
 
 
 def known(tag: int) -> bool:
