@@ -178,7 +178,7 @@ class Walker:
             raw = src._dict[base_tag]
             key: Hashable = None
             if isinstance(raw, RawDataElement) and isinstance(raw.value, bytes) \
-                    and len(raw.value) <= CACHED_VALUE_BYTES:  # a series repeats them: parse once
+                    and len(raw.value) <= CACHED_VALUE_BYTES:  # a series repeats them
                 key = ("sequence", raw.value, raw.is_implicit_VR, raw.is_little_endian,
                        self._codec(src), depth)
                 hit = cache.get(key)

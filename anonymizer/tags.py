@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-__all__ = ["Element", "vr_of", "known", "check_complete", "shift_pair", "one_or_many", "unchanged", "unlisted_action"]
+__all__ = [
+    "Element", "vr_of", "known", "check_complete", "shift_pair", "one_or_many", "unchanged",
+    "unlisted_action",
+]
 
 from pydicom._dicom_dict import DicomDictionary
 from pydicom.datadict import (

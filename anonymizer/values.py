@@ -21,7 +21,9 @@ from pydicom.filewriter import write_sequence
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 
-__all__ = ["ASCII_VRS", "SINGLE_VALUED_TEXT_VRS", "as_strings", "encode", "encode_sequence", "fast_codec"]
+__all__ = [
+    "ASCII_VRS", "SINGLE_VALUED_TEXT_VRS", "as_strings", "encode", "encode_sequence", "fast_codec",
+]
 
 #: VRs whose values are ASCII whatever the character set
 ASCII_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "TM", "UI", "UR"})

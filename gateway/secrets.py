@@ -71,7 +71,9 @@ def load_key(key_env: str, key_file: Path, environ: Mapping[str, str]) -> bytes:
     except FileNotFoundError:
         pass
     except (OSError, UnicodeDecodeError) as exc:
-        raise SecretError(f"{key_file}: cannot read the secret ({exc.__class__.__name__})") from None
+        raise SecretError(
+            f"{key_file}: cannot read the secret ({exc.__class__.__name__})"
+        ) from None
     try:
         key_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -77,7 +77,9 @@ def add_entries(session: Session, entries: Sequence[MapEntry], cipher: MapCipher
         {
             "kind": kind,
             "pseudonym": pseudonym,
-            "original_ciphertext": cipher.seal(entry.original, associated=_context(kind, pseudonym)),
+            "original_ciphertext": cipher.seal(
+                entry.original, associated=_context(kind, pseudonym)
+            ),
             "study_instance_uid": entry.study_instance_uid,
             "created_at": now,
         }
