@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import multiprocessing.synchronize
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -62,8 +63,10 @@ class App:
     profile: Profile
     lookup: KeyedPseudonyms
     cipher: MapCipher
-    #: set when the spool received something, so that idle workers wake at once
-    wake: threading.Event = field(default_factory=threading.Event)
+    #: set when the spool received something, so that idle workers wake at once (an
+    #: event shared with the worker processes when they run apart: gateway.workers)
+    wake: threading.Event | multiprocessing.synchronize.Event = field(
+        default_factory=threading.Event)
 
     @property
     def data_dir(self) -> Path:

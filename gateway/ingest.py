@@ -12,15 +12,19 @@ Durability contract 2 (ARCHITECTURE): each step is idempotent, keyed by the
 3. the same bytes already indexed: release, nothing else (a repeat costs
    time, not data); different bytes under a known UID: quarantine, never
    merge (RELIABILITY T22);
-4. write the de-identified file (temporary name, fsync, rename);
-5. in one transaction: index rows, pseudonym map (originals encrypted), an
-   audit record; then release the spool entry. A database failure removes
-   the written file and puts the entry back for a later attempt.
+4. write the de-identified file (temporary name, rename);
+5. group commit, for a batch of such instances: their files made durable
+   together (one ``syncfs``, :meth:`storage.filestore.FileStore.sync`),
+   then one transaction with their index rows, pseudonym map entries
+   (originals encrypted) and audit records; then their spool entries are
+   released. A failure removes the written files and puts every entry of
+   the batch back for a later attempt.
 
 A crash anywhere is repaired at start-up: claimed entries return to the
-spool (:meth:`storage.spool.Spool.recover`) and are processed again.
-``run_once`` is what ``serve``'s worker threads, ``ingest run --once`` and
-the tests all call.
+spool (:meth:`storage.spool.Spool.recover`) and are processed again; a
+file renamed into the store but never indexed is rewritten under the same
+name. ``run_once`` is what ``serve``'s worker processes
+(:mod:`gateway.workers`), ``ingest run --once`` and the tests all call.
 """
 
 from __future__ import annotations
@@ -28,7 +32,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import threading
 import time
 from collections.abc import Container
 from dataclasses import dataclass
@@ -53,12 +56,16 @@ from storage.spool import SpoolEntry
 
 from .app import App
 
-__all__ = ["IngestOutcome", "IngestReport", "run_once", "process", "IngestWorkers"]
+__all__ = ["BATCH", "BATCH_SECONDS", "IngestOutcome", "IngestReport", "run_once"]
 
 logger = logging.getLogger(__name__)
 
 #: values larger than this are read from the spool file only while being written out
 _DEFER_BYTES = 1 << 20
+#: instances committed together at most (one syncfs, one transaction: a group commit)
+BATCH = 32
+#: and a batch is not filled for longer than this, so that nothing waits long un-indexed
+BATCH_SECONDS = 0.5
 
 
 class IngestOutcome(str, Enum):
@@ -174,8 +181,20 @@ def _quarantine(app: App, entry: SpoolEntry, reason: str, sop: str | None = None
     return IngestOutcome.QUARANTINED
 
 
-def process(app: App, entry: SpoolEntry) -> IngestOutcome:
-    """Ingest one claimed spool entry; see the module docstring for the steps."""
+@dataclass(frozen=True)
+class _Prepared:
+    """An instance de-identified and written (not yet durable), waiting for its batch's commit."""
+
+    entry: SpoolEntry
+    record: InstanceRecord
+    map_entries: list[MapEntry]
+    patient: str  # the pseudonym, for the log
+    started: float
+
+
+def _prepare(app: App, entry: SpoolEntry, batch_sops: Container[str]
+             ) -> IngestOutcome | _Prepared | None:
+    """Steps 2-4 for one claimed entry; ``None`` when it must wait for the next batch."""
     started = time.monotonic()
     received_sha256 = _sha256(entry.path)
     try:
@@ -186,13 +205,16 @@ def process(app: App, entry: SpoolEntry) -> IngestOutcome:
     except Exception as exc:  # pydicom raises many types on broken input
         return _quarantine(app, entry, f"cannot be read ({type(exc).__name__})")
     sop = result.sop_instance_uid
+    if sop in batch_sops:  # the same instance twice in one batch: it goes in the next one
+        app.spool.unclaim(entry)
+        return None
     if result.needs_review:
         if not entry.meta.released:
             return _quarantine(app, entry, "; ".join(result.needs_review), sop)
         # a person reviewed it (dicom-gateway study release); every other check still applies
         logger.info("ingest sop=%s review=released", sop)
     try:
-        with session_scope(app.engine) as session:
+        with session_scope(app.engine, readonly=True) as session:
             exists, known_sha = index.instance_exists(session, sop)
     except SQLAlchemyError as exc:
         return _retry(app, entry, sop, exc)
@@ -208,33 +230,67 @@ def process(app: App, entry: SpoolEntry) -> IngestOutcome:
 
     try:
         # same instance, same received bytes: the same name, so a retry replaces its file
-        stored = app.store.write(fill, key=f"{sop}|{received_sha256}")
+        stored = app.store.write(fill, key=f"{sop}|{received_sha256}", sync=False)
     except StorageError as exc:
         logger.error("ingest sop=%s state=retry reason=%r", sop, str(exc))
         app.spool.unclaim(entry)
         return IngestOutcome.RETRY
     record = _record(result, entry, stored.path, stored.size, stored.sha256, received_sha256)
+    return _Prepared(entry, record, _map_entries(result), result.pseudonym.patient_id, started)
+
+
+def _commit(app: App, batch: list[_Prepared]) -> list[IngestOutcome]:
+    """Step 5 for a batch: its files made durable together, then one transaction, then release.
+
+    A group commit: one ``syncfs`` and one database commit for the batch
+    instead of one of each per instance. The durability contract holds: a
+    spool entry is released only after its file is durable and its rows are
+    committed; a failure puts every entry of the batch back in the spool.
+    """
+    if not batch:
+        return []
     try:
+        app.store.sync([p.record.file_path for p in batch])
         with session_scope(app.engine) as session:
-            outcome = index.add_instance(session, record, _map_entries(result), app.cipher)
-            if outcome is index.AddOutcome.ADDED:
-                audit.record(session, "store", entry.meta.calling_ae_title, "success",
-                             study_instance_uid=result.study_instance_uid)
-    except SQLAlchemyError as exc:
-        app.store.remove(stored.path)
-        return _retry(app, entry, sop, exc)
-    if outcome is not index.AddOutcome.ADDED:
-        app.store.remove(stored.path)
-        if outcome is index.AddOutcome.CONFLICT:
-            return _quarantine(app, entry, "different content under a known SOP Instance UID",
-                               sop)
-        app.spool.release(entry)
-        return IngestOutcome.ALREADY_PRESENT
-    app.spool.release(entry)
-    logger.info("ingest sop=%s study=%s patient=%s state=stored elapsed=%.3fs", sop,
-                result.study_instance_uid, result.pseudonym.patient_id,
-                time.monotonic() - started)
-    return IngestOutcome.STORED
+            outcomes: list[index.AddOutcome | StorageError] = []
+            for prepared in batch:
+                try:
+                    outcome = index.add_instance(session, prepared.record,
+                                                 prepared.map_entries, app.cipher)
+                except StorageError as exc:  # a record the schema refuses: set it aside
+                    outcomes.append(exc)
+                    continue
+                if outcome is index.AddOutcome.ADDED:
+                    audit.record(session, "store", prepared.entry.meta.calling_ae_title,
+                                 "success", study_instance_uid=prepared.record.study_instance_uid)
+                outcomes.append(outcome)
+    except (SQLAlchemyError, OSError, StorageError) as exc:
+        logger.error("ingest batch=%d state=retry reason=%r", len(batch), type(exc).__name__)
+        for prepared in batch:
+            app.store.remove(prepared.record.file_path)
+            app.spool.unclaim(prepared.entry)
+        return [IngestOutcome.RETRY] * len(batch)
+    done: list[IngestOutcome] = []
+    for prepared, result in zip(batch, outcomes):
+        entry, sop = prepared.entry, prepared.record.sop_instance_uid
+        if isinstance(result, StorageError):
+            app.store.remove(prepared.record.file_path)
+            done.append(_quarantine(app, entry, str(result), sop))
+        elif result is index.AddOutcome.CONFLICT:
+            app.store.remove(prepared.record.file_path)  # its own name: never the indexed file
+            done.append(_quarantine(app, entry,
+                                    "different content under a known SOP Instance UID", sop))
+        elif result is index.AddOutcome.ALREADY_PRESENT:
+            # the same received bytes give the same file name: the file is the indexed one
+            app.spool.release(entry)
+            done.append(IngestOutcome.ALREADY_PRESENT)
+        else:
+            app.spool.release(entry)
+            logger.info("ingest sop=%s study=%s patient=%s state=stored elapsed=%.3fs", sop,
+                        prepared.record.study_instance_uid, prepared.patient,
+                        time.monotonic() - prepared.started)
+            done.append(IngestOutcome.STORED)
+    return done
 
 
 def _retry(app: App, entry: SpoolEntry, sop: str, exc: Exception) -> IngestOutcome:
@@ -247,49 +303,43 @@ def run_once(app: App, limit: int | None = None, *,
              only: Container[str] | None = None) -> IngestReport:
     """Process spool entries until the spool is empty (or ``limit`` were taken).
 
-    With ``only``, just the entries of those spool names are taken (what a
-    ``dicom-gateway import`` spooled itself), so that its counts are its own.
+    Entries go in batches of at most :data:`BATCH` instances, each batch
+    filled for at most :data:`BATCH_SECONDS` (a batch never waits for more
+    to arrive: it takes what is waiting). With ``only``, just the entries of
+    those spool names are taken (what a ``dicom-gateway import`` spooled
+    itself), so that its counts are its own.
     """
     report = IngestReport()
     while limit is None or report.total < limit:
-        entry = app.spool.claim(only)
-        if entry is None:
-            break
-        outcome = process(app, entry)
-        report = report.add(outcome)
-        if outcome is IngestOutcome.RETRY:
-            break  # the database or the disk is failing: back off, try later
+        outcomes, drained = _batch(app, None if limit is None else limit - report.total, only)
+        for outcome in outcomes:
+            report = report.add(outcome)
+        if drained or not outcomes or IngestOutcome.RETRY in outcomes:
+            break  # empty, or the database or the disk is failing: back off, try later
     return report
 
 
-class IngestWorkers:
-    """``n`` threads draining the spool; they wake when a store arrives, or every second."""
-
-    def __init__(self, app: App, count: int) -> None:
-        self._app = app
-        self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._loop, name=f"ingest-{n}", daemon=True)
-            for n in range(count)
-        ]
-
-    def start(self) -> None:
-        for thread in self._threads:
-            thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        self._app.wake.set()
-        for thread in self._threads:
-            thread.join(timeout)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                report = run_once(self._app)
-            except Exception:  # a worker never dies; the entry stays in the spool
-                logger.exception("ingest worker error")
-                report = IngestReport(retry=1)
-            if report.total == 0 or report.retry:
-                self._app.wake.wait(1.0 if not report.retry else 5.0)
-                self._app.wake.clear()
+def _batch(app: App, limit: int | None, only: Container[str] | None
+           ) -> tuple[list[IngestOutcome], bool]:
+    """Claim, prepare and commit one batch; the outcomes, and whether the spool ran dry."""
+    outcomes: list[IngestOutcome] = []
+    batch: list[_Prepared] = []
+    deadline = time.monotonic() + BATCH_SECONDS
+    drained = False
+    while len(batch) < BATCH and time.monotonic() < deadline:
+        if limit is not None and len(batch) + len(outcomes) >= limit:
+            break
+        entry = app.spool.claim(only)
+        if entry is None:
+            drained = True
+            break
+        prepared = _prepare(app, entry, {p.record.sop_instance_uid for p in batch})
+        if prepared is None:
+            break
+        if isinstance(prepared, _Prepared):
+            batch.append(prepared)
+            continue
+        outcomes.append(prepared)
+        if prepared is IngestOutcome.RETRY:
+            break
+    return outcomes + _commit(app, batch), drained

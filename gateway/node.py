@@ -17,9 +17,9 @@ from pathlib import Path
 from pynetdicom.transport import ThreadedAssociationServer
 
 from .app import App
-from .ingest import IngestWorkers
 from .policy import is_loopback
 from .scp import build_ae, start_listener
+from .workers import WorkerProcesses, WorkerThreads
 
 __all__ = ["Node"]
 
@@ -27,12 +27,20 @@ logger = logging.getLogger(__name__)
 
 
 class Node:
-    """The listener and the ingest workers of one :class:`~gateway.app.App`."""
+    """The listener and the ingest workers of one :class:`~gateway.app.App`.
 
-    def __init__(self, app: App) -> None:
+    With ``worker_processes`` (what ``serve`` runs) the workers are separate
+    processes (:mod:`gateway.workers`), so that de-identification does not
+    compete with the receiver for one interpreter; otherwise they are threads
+    of this process (the in-process nodes of the tests, which start faster).
+    """
+
+    def __init__(self, app: App, *, worker_processes: bool = False) -> None:
         self.app = app
         self.server: ThreadedAssociationServer | None = None
-        self.workers = IngestWorkers(app, app.settings.ingest.workers)
+        count = app.settings.ingest.workers
+        self.workers: WorkerThreads | WorkerProcesses = (
+            WorkerProcesses(app, count) if worker_processes else WorkerThreads(app, count))
 
     @property
     def port(self) -> int:

@@ -40,6 +40,39 @@ class ServedNode:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(10)
 
+    def worker_pids(self) -> list[int]:
+        """The node's ingest worker processes (spawned children, not the resource tracker)."""
+        found = []
+        for pid in children_of(self.process.pid):
+            try:
+                command = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except FileNotFoundError:
+                continue
+            if b"spawn_main" in command and b"resource_tracker" not in command:
+                found.append(pid)
+        return found
+
+
+def children_of(parent: int) -> list[int]:
+    """Live child processes of ``parent``, from /proc (Linux)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[1]) == parent and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def is_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie left for a parent that never reaps it counts as dead)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
 
 def _echo_ok(port: int) -> bool:
     run = subprocess.run([require_tool("echoscu", "dcmtk"), "-aec", "GATEWAY", "-to", "2",

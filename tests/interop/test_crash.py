@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +23,7 @@ from storage.db import make_engine, session_scope
 from storage.models import Instance
 from tests.conftest import TEST_KEY_HEX, require_tool, wait_until
 from tests.corpus import make_clinic_study
-from tests.interop.conftest import ServedNode
+from tests.interop.conftest import ServedNode, is_alive
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
@@ -47,6 +48,8 @@ def test_kill_9_while_receiving_loses_no_acknowledged_instance(
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "TCP_NODELAY": "1"},
     )
+    workers = node.worker_pids()
+    assert workers, "serve started no ingest worker process"
     log: list[str] = []
     assert sender.stdout is not None
     for line in sender.stdout:  # kill the node once a hundred instances were acknowledged
@@ -67,6 +70,9 @@ def test_kill_9_while_receiving_loses_no_acknowledged_instance(
             acknowledged.append(current)
             current = None
     assert 100 <= len(acknowledged) < 300, "the kill did not land mid-transfer"
+    # the workers die with the node, so none races the restarted node's start-up repair
+    wait_until(lambda: not any(is_alive(pid) for pid in workers), timeout=10,
+               what="the ingest worker processes gone with the killed node")
     restarted = serve(data_dir=node.data_dir)
     space = KeyedPseudonyms(bytes.fromhex(TEST_KEY_HEX))
     expected = {space.uid(str(dcmread(path, stop_before_pixels=True).SOPInstanceUID))
@@ -79,3 +85,25 @@ def test_kill_9_while_receiving_loses_no_acknowledged_instance(
     wait_until(lambda: not list((spool / "incoming").glob("*")), timeout=60, what="spool drained")
     stored = list((node.data_dir / "store").rglob("*.dcm"))
     assert len(stored) == len(indexed), "files and index rows differ"
+
+
+def test_a_worker_process_that_dies_is_replaced_and_its_claim_redone(
+    serve: Callable[..., ServedNode], tmp_path: Path
+) -> None:
+    study = make_clinic_study(tmp_path / "study", series=1, per_series=40, jpeg=False)
+    node = serve(DICOM_GATEWAY_INGEST__WORKERS="2")
+    first = node.worker_pids()
+    assert len(first) == 2, f"expected two ingest worker processes, found {first}"
+    os.kill(first[0], signal.SIGKILL)
+    sent = subprocess.run(
+        [require_tool("storescu", "dcmtk"), "-aet", "CLINIC", "-aec", "GATEWAY",
+         "+sd", "127.0.0.1", str(node.port), str(study.root)],
+        capture_output=True, text=True, env={**os.environ, "TCP_NODELAY": "1"}, check=False)
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    wait_until(lambda: len(_indexed_uids(node.database_url)) == 40, timeout=120,
+               what="all 40 instances indexed by the replacement workers")
+    replaced = node.worker_pids()
+    assert len(replaced) == 2 and first[0] not in replaced, (first, replaced)
+    log = node.log.read_text()
+    assert f"ingest worker pid={first[0]} exited with -9" in log, log[-2000:]
+    assert not list((node.data_dir / "spool" / "claimed").glob("*.dcm")), "a claim was left"

@@ -1,0 +1,213 @@
+"""Ingest workers as processes: the de-identification runs on the other cores.
+
+The receiving process keeps the network (pynetdicom's reactors, the
+C-STORE handler that spools and answers) and nothing else; CPU-bound ingest
+(parse, de-identify, write, index: :mod:`gateway.ingest`) runs in separate
+processes, so that it no longer competes with the receiver for one
+interpreter lock. Workers and receiver are coordinated only through what
+already makes them safe in any number: the spool (a claim is an atomic
+rename) and the database (one transaction per instance). A shared event
+wakes idle workers as soon as something is spooled; they also look on
+their own every second.
+
+Processes are started with ``spawn`` (the parent has threads, so ``fork``
+would copy locks held by them). Each worker builds its own
+:class:`~gateway.app.App` from the parent's settings and environment.
+
+Lifetime:
+
+- a worker dies with its parent: on Linux through ``PR_SET_PDEATHSIG``
+  (SIGKILL), elsewhere it notices within a second that its parent changed.
+  A ``kill -9`` of ``serve`` therefore leaves no worker behind that could
+  race the restarted node's start-up repair;
+- ``stop()`` asks the workers to finish the instance they hold, waits, and
+  kills those that do not;
+- a worker that dies on its own (a crash, the out-of-memory killer) is
+  noticed by a supervisor thread: every worker is stopped, the claims they
+  held go back to the spool (:meth:`storage.spool.Spool.recover`, safe now
+  that no worker is alive), and a fresh set starts. Nothing is lost; the
+  entries are processed again, which is idempotent.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import multiprocessing
+import multiprocessing.synchronize
+import os
+import signal
+import sys
+import threading
+from multiprocessing.process import BaseProcess
+
+from config import Settings
+
+from .app import App, build_app
+from .ingest import IngestReport, run_once
+from .logs import configure_logging
+
+__all__ = ["WorkerProcesses", "WorkerThreads"]
+
+logger = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+_IDLE_SECONDS = 1.0
+_BACKOFF_SECONDS = 5.0
+_SUPERVISE_SECONDS = 1.0
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel kill this process when its parent dies (Linux); else rely on polling."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def _worker(settings: Settings, parent: int, log_level: str,
+            wake: multiprocessing.synchronize.Event,
+            stop: multiprocessing.synchronize.Event) -> None:
+    """A worker process's body: drain the spool, sleep until woken, until told to stop."""
+    _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is for the parent
+    configure_logging(0, base_level=log_level)
+    app = build_app(settings, os.environ)
+    try:
+        while not stop.is_set() and os.getppid() == parent:
+            wake.clear()  # before draining: a store that lands meanwhile wakes the next wait
+            try:
+                report = run_once(app)
+            except Exception:  # a worker never dies on one entry; it stays in the spool
+                logger.exception("ingest worker error")
+                report = IngestReport(retry=1)
+            if report.retry:
+                wake.wait(_BACKOFF_SECONDS)  # the database or the disk is failing
+            elif report.total == 0:
+                wake.wait(_IDLE_SECONDS)
+    finally:
+        app.close()
+
+
+class WorkerProcesses:
+    """``count`` ingest processes for one node, supervised (see the module docstring).
+
+    Parameters
+    ----------
+    app : App
+        The parent's app; its ``wake`` is replaced by an event the workers share.
+    count : int
+        How many processes.
+    """
+
+    def __init__(self, app: App, count: int) -> None:
+        self._app = app
+        self._count = count
+        self._context = multiprocessing.get_context("spawn")
+        self.wake = self._context.Event()
+        app.wake = self.wake
+        self._stop = self._context.Event()
+        self._processes: list[BaseProcess] = []
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._supervisor = threading.Thread(target=self._supervise, name="ingest-supervisor",
+                                            daemon=True)
+
+    @property
+    def pids(self) -> list[int]:
+        """The worker processes' ids (for tests and the status line)."""
+        return [p.pid for p in self._processes if p.pid is not None]
+
+    def start(self) -> None:
+        with self._lock:
+            self._spawn()
+        self._supervisor.start()
+
+    def _spawn(self) -> None:
+        self._stop = self._context.Event()
+        level = logging.getLevelName(logging.getLogger("gateway").getEffectiveLevel())
+        self._processes = [
+            self._context.Process(
+                target=_worker, name=f"ingest-{n}", daemon=True,
+                args=(self._app.settings, os.getpid(), str(level), self.wake, self._stop))
+            for n in range(self._count)
+        ]
+        for process in self._processes:
+            process.start()
+        logger.info("ingest workers=%d processes pids=%s", self._count, self.pids)
+
+    def _halt(self, timeout: float) -> None:
+        """Ask every worker to stop after its current instance; kill what does not."""
+        self._stop.set()
+        self.wake.set()
+        for process in self._processes:
+            process.join(timeout)
+        for process in self._processes:
+            if process.is_alive():
+                logger.warning("ingest worker pid=%s did not stop: killed", process.pid)
+                process.kill()
+                process.join(5)
+        self.wake.clear()
+
+    def _supervise(self) -> None:
+        while not self._stopping.wait(_SUPERVISE_SECONDS):
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                dead = [p for p in self._processes if not p.is_alive()]
+                if not dead:
+                    continue
+                for process in dead:
+                    logger.error("ingest worker pid=%s exited with %s: restarting the workers",
+                                 process.pid, process.exitcode)
+                self._halt(30.0)
+                recovered = self._app.spool.recover()
+                logger.info("ingest restart spool_recovered=%d", recovered)
+                self._spawn()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stopping.set()
+        with self._lock:
+            self._halt(timeout)
+        if self._supervisor.is_alive():
+            self._supervisor.join(timeout)
+
+
+class WorkerThreads:
+    """``count`` ingest threads in this process (in-process nodes: tests, small set-ups)."""
+
+    def __init__(self, app: App, count: int) -> None:
+        self._app = app
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"ingest-{n}", daemon=True)
+            for n in range(count)
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._app.wake.set()
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def _loop(self) -> None:
+        wake = self._app.wake
+        while not self._stop.is_set():
+            wake.clear()  # before draining: a store that lands meanwhile wakes the next wait
+            try:
+                report = run_once(self._app)
+            except Exception:  # a worker never dies; the entry stays in the spool
+                logger.exception("ingest worker error")
+                report = IngestReport(retry=1)
+            if report.retry:
+                wake.wait(_BACKOFF_SECONDS)
+            elif report.total == 0:
+                wake.wait(_IDLE_SECONDS)
