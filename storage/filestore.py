@@ -15,12 +15,13 @@ import io
 import logging
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, BinaryIO, Final, cast
 
-from ._fsutil import fsync_dir, is_disk_full, make_dirs, older_than
+from ._fsutil import (fsync_dir, fsync_file, is_disk_full, make_dirs, older_than,
+                      sync_filesystem)
 from .errors import StorageError, StorageFull
 
 if TYPE_CHECKING:
@@ -122,7 +123,8 @@ class FileStore:
     def __repr__(self) -> str:
         return f"FileStore({str(self.root)!r})"
 
-    def write(self, fill: Callable[[BinaryIO], None], *, key: str | None = None) -> StoredFile:
+    def write(self, fill: Callable[[BinaryIO], None], *, key: str | None = None,
+              sync: bool = True) -> StoredFile:
         """Write a new file whose bytes ``fill`` writes, atomically and durably.
 
         Parameters
@@ -134,6 +136,10 @@ class FileStore:
             work repeated after a crash (the same key) replaces its own
             earlier file instead of leaving an orphan beside the new one.
             The key is the caller's own value, never a peer's.
+        sync : bool
+            ``False`` leaves the fsyncs to a later :meth:`sync` of a whole
+            group of files (a group commit): the file is renamed into place
+            but is durable only once that call returned.
 
         Returns
         -------
@@ -160,11 +166,13 @@ class FileStore:
                 writer = _HashingWriter(handle)
                 fill(cast(BinaryIO, writer))
                 handle.flush()
-                os.fsync(handle.fileno())
+                if sync:
+                    os.fsync(handle.fileno())
                 size = os.fstat(handle.fileno()).st_size
             digest = writer.hexdigest(size) or _sha256_of(temp)
             os.replace(temp, final)
-            fsync_dir(folder)
+            if sync:
+                fsync_dir(folder)
         except BaseException as exc:
             temp.unlink(missing_ok=True)
             if is_disk_full(exc):
@@ -172,6 +180,35 @@ class FileStore:
             raise
         return StoredFile(path=f"{name[:2]}/{name[2:4]}/{name}{_SUFFIX}", size=size,
                           sha256=digest)
+
+    def sync(self, rels: Sequence[str]) -> None:
+        """Make files written with ``sync=False`` durable, with their folder entries.
+
+        One ``syncfs`` of the store's file system where the platform has it
+        (a single journal commit for the whole group), otherwise an fsync of
+        each file and of each folder.
+
+        Raises
+        ------
+        StorageFull
+            Write-back ran out of space: the files are not durable.
+        OSError
+            Any other write-back failure.
+        """
+        if not rels:
+            return
+        try:
+            if sync_filesystem(self.root):
+                return
+            for folder in sorted({self.path_of(rel).parent for rel in rels}):
+                for rel in rels:
+                    if self.path_of(rel).parent == folder:
+                        fsync_file(self.path_of(rel))
+                fsync_dir(folder)
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise StorageFull(f"file store {self.root}: no space left to write") from exc
+            raise
 
     def path_of(self, rel: str) -> Path:
         """Return the absolute path of a stored file.
