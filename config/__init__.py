@@ -20,6 +20,7 @@ from .schema import (
     LoggingSettings,
     NodeSettings,
     PolicySettings,
+    QuerySettings,
     Settings,
     StorageSettings,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "NodeSettings",
     "Override",
     "PolicySettings",
+    "QuerySettings",
     "Settings",
     "StorageSettings",
     "load_config",

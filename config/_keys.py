@@ -150,6 +150,11 @@ SPECS: dict[str, dict[str, Spec]] = {
     "ingest": {
         "workers": Spec("int", "an integer 1-64", lambda v: check_int_range(v, 1, 64)),
     },
+    "query": {
+        "max_results": Spec(
+            "int", "an integer 1-1000000", lambda v: check_int_range(v, 1, 1000000)
+        ),
+    },
     "logging": {
         "level": Spec(
             "str",

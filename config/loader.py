@@ -31,6 +31,7 @@ from .schema import (
     LoggingSettings,
     NodeSettings,
     PolicySettings,
+    QuerySettings,
     Settings,
     StorageSettings,
 )
@@ -324,6 +325,7 @@ def _build(
             store_open=values["policy.store_open"],
         ),
         ingest=IngestSettings(workers=values["ingest.workers"]),
+        query=QuerySettings(max_results=values["query.max_results"]),
         logging=LoggingSettings(level=values["logging.level"].upper()),
         config_file=Path.cwd() / config_file if config_file else None,
         sources=tuple(

@@ -17,12 +17,13 @@ from typing import Final
 
 __all__ = [
     "ANONYMIZER_OPTIONS",
+    "SECTIONS",
     "AnonymizerSettings",
     "DatabaseSettings",
     "ListenerSettings",
     "LoggingSettings",
     "NodeSettings",
-    "SECTIONS",
+    "QuerySettings",
     "Settings",
     "StorageSettings",
     "redact_url",
@@ -126,6 +127,13 @@ class IngestSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class QuerySettings:
+    """``[query]``: what one C-FIND may cost (RELIABILITY.md T23)."""
+
+    max_results: int
+
+
+@dataclass(frozen=True, slots=True)
 class LoggingSettings:
     """``[logging]``: the node's log level."""
 
@@ -138,7 +146,7 @@ class Settings:
 
     Attributes
     ----------
-    node, listener, storage, database, anonymizer, limits, policy, ingest, logging
+    node, listener, storage, database, anonymizer, limits, policy, ingest, query, logging
         One value per TOML section.
     config_file : pathlib.Path | None
         The user file that was read, or ``None`` when only the embedded
@@ -156,6 +164,7 @@ class Settings:
     limits: LimitsSettings
     policy: PolicySettings
     ingest: IngestSettings
+    query: QuerySettings
     logging: LoggingSettings
     config_file: Path | None = field(default=None, compare=False)
     sources: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
@@ -227,6 +236,7 @@ SECTIONS: Final[tuple[str, ...]] = (
     "limits",
     "policy",
     "ingest",
+    "query",
     "logging",
 )
 
