@@ -11,6 +11,8 @@ Modules, one job each:
 ``models``      the ORM tables; ``records`` the frozen values that cross over
 ``index``       add an instance, delete or re-state a study (``studies``: read)
 ``pseudomap``   sealed originals behind pseudonyms (``crypto``: the cipher)
+``matching``    PS3.4 C.2.2.2 matching values parsed from text (no DICOM library)
+``conditions``  one match as an SQL condition; ``search`` a whole C-FIND query
 ``peers``, ``audit``, ``quarantine``   what the CLI administers and lists
 ``filestore``   write-once de-identified files; ``spool`` received originals
 """
@@ -20,7 +22,7 @@ from .db import make_engine, session_scope
 from .errors import StorageError, StorageFull
 from .filestore import FileStore, StoredFile
 from .index import AddOutcome
-from .models import AuditOutcome, MapKind, StudyState
+from .models import AuditOutcome, MapKind, PeerScope, StudyState
 from .records import (
     AuditEvent,
     InstanceRecord,
@@ -44,6 +46,7 @@ __all__ = [
     "MapEntry",
     "MapKind",
     "PeerRecord",
+    "PeerScope",
     "QuarantineRecord",
     "SeriesSummary",
     "Spool",

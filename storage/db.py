@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from .errors import StorageError
 
-__all__ = ["BUSY_TIMEOUT_MS", "dialect_of", "make_engine", "session_scope"]
+__all__ = ["BUSY_TIMEOUT_MS", "dialect_of", "make_engine", "read_connection", "session_scope"]
 
 logger = logging.getLogger(__name__)
 
@@ -174,3 +174,27 @@ def session_scope(engine: Engine, *, readonly: bool = False) -> Iterator[Session
         except BaseException:
             session.rollback()
             raise
+
+
+@contextmanager
+def read_connection(engine: Engine) -> Iterator[Connection]:
+    """A connection in one read-only transaction, for streaming a long query.
+
+    On SQLite the transaction starts deferred (it never waits for a writer,
+    and in WAL mode writers never wait for it); on PostgreSQL it is what a
+    server-side cursor (``stream_results``) needs. The transaction ends when
+    the block does, also when a generator reading from it is closed early.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.Engine
+        The engine from :func:`make_engine`.
+
+    Yields
+    ------
+    sqlalchemy.engine.Connection
+        Execute ``SELECT`` statements only.
+    """
+    bind = engine.execution_options(**{_READONLY: True})
+    with bind.connect() as connection, connection.begin():
+        yield connection

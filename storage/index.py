@@ -6,8 +6,10 @@ this module.
 
 ``add_instance`` is the ingest worker's one write (ARCHITECTURE.md,
 durability contract, point 2): patient, study, series and instance rows,
-their counts and the pseudonym map, all in the caller's transaction, keyed
-by SOP Instance UID so that re-running the spool is harmless.
+their counts, the folded person names C-FIND matches on
+(:func:`storage.matching.fold`) and the pseudonym map, all in the caller's
+transaction, keyed by SOP Instance UID so that re-running the spool is
+harmless.
 
 Concurrency (ARCHITECTURE.md, scale-out):
 
@@ -38,6 +40,7 @@ from sqlalchemy.orm import Session
 from ._sql import insert_ignore, table_of
 from .crypto import MapCipher
 from .errors import StorageError
+from .matching import fold
 from .models import UID, Instance, Patient, Series, Study, StudyState
 from .pseudomap import add_entries
 from .quarantine import record as record_quarantine
@@ -200,6 +203,7 @@ def _id_of(session: Session, model: type[Patient | Study | Series],
 def _index(session: Session, r: InstanceRecord) -> None:
     """Write the rows of one instance; raises ``_Conflict`` or ``_Duplicate``."""
     patient = {"patient_id": r.patient_id, "patient_name": r.patient_name,
+               "patient_name_folded": fold(r.patient_name),
                "patient_sex": r.patient_sex, "patient_birth_date": r.patient_birth_date}
     inserted = insert_ignore(session, table_of(Patient), [patient], ("patient_id",))
     patient_fk = inserted[0] if inserted else _id_of(session, Patient, "patient_id", r.patient_id)
@@ -210,6 +214,7 @@ def _index(session: Session, r: InstanceRecord) -> None:
         "accession_number": r.accession_number, "study_id": r.study_id,
         "study_description": r.study_description,
         "referring_physician_name": r.referring_physician_name,
+        "referring_physician_name_folded": fold(r.referring_physician_name),
         "modalities_in_study": "", "sop_classes_in_study": "",
         "number_of_study_related_series": 0, "number_of_study_related_instances": 0,
         "source_peer": r.source_peer, "calling_ae_title": r.calling_ae_title,

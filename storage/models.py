@@ -9,7 +9,8 @@ Tables (STYLE.md sections 2 and 3; the contrast is legacy ``Column`` and
 ``pseudonym_map``
     Pseudonym to original, the original encrypted (:mod:`storage.crypto`).
 ``peer``
-    Remote AEs and their roles (ARCHITECTURE.md, peers and access).
+    Remote AEs, their roles and what they may query (ARCHITECTURE.md, peers
+    and access).
 ``audit``
     Append-only record of security-relevant events (RELIABILITY.md I5).
 ``quarantine``
@@ -52,6 +53,7 @@ __all__ = [
     "MapKind",
     "Patient",
     "Peer",
+    "PeerScope",
     "PseudonymMap",
     "QuarantineEntry",
     "Series",
@@ -137,6 +139,23 @@ class MapKind(str, enum.Enum):
     UID = "uid"
 
 
+class PeerScope(str, enum.Enum):
+    """Which studies a ``query``/``retrieve`` peer sees (ARCHITECTURE.md, peers and access).
+
+    ``all``
+        Every active study.
+    ``sent``
+        The studies this peer sent (``study.source_peer``); the default.
+    ``routed``
+        The studies routed to this peer. Routing does not exist yet, so this
+        scope matches nothing until it lands.
+    """
+
+    ALL = "all"
+    SENT = "sent"
+    ROUTED = "routed"
+
+
 class AuditOutcome(str, enum.Enum):
     """The result of an audited action (RELIABILITY.md I5)."""
 
@@ -152,13 +171,24 @@ class Base(DeclarativeBase):
 
 
 class Patient(Base):
-    """One pseudonymous patient; the same pseudonym in every study."""
+    """One pseudonymous patient; the same pseudonym in every study.
+
+    ``patient_name_folded`` is ``patient_name`` in lower case
+    (:func:`storage.matching.fold`), written with it: C-FIND matches person
+    names case-insensitively on it, through an index (PostgreSQL: with
+    ``text_pattern_ops``, so that ``LIKE 'prefix%'`` uses it too).
+    """
 
     __tablename__ = "patient"
+    __table_args__ = (
+        Index("ix_patient_patient_name_folded", "patient_name_folded",
+              postgresql_ops={"patient_name_folded": "text_pattern_ops"}),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     patient_id: Mapped[str] = mapped_column(String(SHORT), unique=True)
     patient_name: Mapped[str] = mapped_column(Text)
+    patient_name_folded: Mapped[str] = mapped_column(Text, server_default="")
     patient_sex: Mapped[str] = mapped_column(String(SHORT))
     patient_birth_date: Mapped[str] = mapped_column(String(SHORT))
 
@@ -168,6 +198,9 @@ class Study(Base):
 
     ``modalities_in_study`` and ``sop_classes_in_study`` are backslash-joined
     and sorted, the way PS3.4 C.6.1.1.4 returns multi-valued attributes.
+    ``referring_physician_name_folded`` is the name in lower case, for
+    case-insensitive matching (see :class:`Patient`). ``source_peer`` is
+    indexed: a peer with scope ``sent`` sees the studies it sent.
     """
 
     __tablename__ = "study"
@@ -176,6 +209,7 @@ class Study(Base):
         Index("ix_study_accession_number", "accession_number"),
         Index("ix_study_patient_fk", "patient_fk"),
         Index("ix_study_last_received_at", "last_received_at"),
+        Index("ix_study_source_peer", "source_peer"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -187,6 +221,7 @@ class Study(Base):
     study_id: Mapped[str] = mapped_column(String(SHORT))
     study_description: Mapped[str] = mapped_column(Text)
     referring_physician_name: Mapped[str] = mapped_column(Text)
+    referring_physician_name_folded: Mapped[str] = mapped_column(Text, server_default="")
     modalities_in_study: Mapped[str] = mapped_column(Text)
     sop_classes_in_study: Mapped[str] = mapped_column(Text)
     number_of_study_related_series: Mapped[int] = mapped_column(Integer)
@@ -199,10 +234,17 @@ class Study(Base):
 
 
 class Series(Base):
-    """One series of a study, with its instance count."""
+    """One series of a study, with its instance count.
+
+    ``(modality, study_fk)`` is indexed: ModalitiesInStudy matching is an
+    ``EXISTS`` on this table, and a Modality key drives the query from it.
+    """
 
     __tablename__ = "series"
-    __table_args__ = (Index("ix_series_study_fk", "study_fk"),)
+    __table_args__ = (
+        Index("ix_series_study_fk", "study_fk"),
+        Index("ix_series_modality", "modality", "study_fk"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_fk: Mapped[int] = mapped_column(ForeignKey("study.id", ondelete="CASCADE"))
@@ -242,7 +284,10 @@ class Instance(Base):
 
 
 class Peer(Base):
-    """A remote AE: slug for people, AE title for the network (STYLE.md section 3)."""
+    """A remote AE: slug for people, AE title for the network (STYLE.md section 3).
+
+    ``scope`` says which studies it finds and retrieves (:class:`PeerScope`).
+    """
 
     __tablename__ = "peer"
     __table_args__ = (Index("ix_peer_ae_title", "ae_title"),)
@@ -254,6 +299,9 @@ class Peer(Base):
     port: Mapped[int] = mapped_column(Integer)
     roles: Mapped[str] = mapped_column(String(SHORT))
     pinned_address: Mapped[str | None] = mapped_column(String(64))
+    scope: Mapped[PeerScope] = mapped_column(
+        _str_enum(PeerScope), server_default=PeerScope.SENT.value
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 

@@ -3,7 +3,9 @@
 ARCHITECTURE.md, peers and access: every remote AE is a peer with roles
 ``source`` (may store), ``query`` (may find), ``retrieve`` (may move/get)
 and ``destination`` (we send to it), optionally pinned to one address
-(RELIABILITY.md T02). A peer has a lowercase slug for people and the
+(RELIABILITY.md T02). A query or retrieve peer has a scope: ``all``,
+``sent`` (the studies it sent; the default) or ``routed`` (the studies
+routed to it; routing does not exist yet, so nothing until it does). A peer has a lowercase slug for people and the
 database; its AE title is a field, not its name (STYLE.md section 3). Every
 value is checked here, with a message naming the field and the rule.
 """
@@ -21,13 +23,17 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .errors import StorageError
-from .models import Peer
+from .models import Peer, PeerScope
 from .records import PeerRecord
 
-__all__ = ["ROLES", "PeerChanges", "add", "by_ae_title", "get", "list_all", "remove", "update"]
+__all__ = [
+    "ROLES", "SCOPES", "PeerChanges", "add", "by_ae_title", "get", "list_all", "remove", "update",
+]
 
 #: The roles a peer may have, in display order.
 ROLES: Final = ("source", "query", "retrieve", "destination")
+#: The scopes a peer may have (:class:`~storage.models.PeerScope`).
+SCOPES: Final = tuple(scope.value for scope in PeerScope)
 
 _SLUG: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _AE_MAX: Final = 16
@@ -41,6 +47,7 @@ class PeerChanges(TypedDict, total=False):
     port: int
     roles: Iterable[str]
     pinned_address: str | None
+    scope: str
 
 
 def _check_slug(slug: str) -> str:
@@ -100,11 +107,21 @@ def _check_address(address: str | None) -> str | None:
         ) from None
 
 
+def _check_scope(scope: str) -> PeerScope:
+    try:
+        return PeerScope(scope)
+    except ValueError:
+        raise StorageError(
+            f"peer scope: expected one of {', '.join(SCOPES)}, got {scope!r}"
+        ) from None
+
+
 def _record(row: Peer) -> PeerRecord:
     return PeerRecord(
         slug=row.slug, ae_title=row.ae_title, host=row.host, port=row.port,
         roles=tuple(role for role in row.roles.split(",") if role),
-        pinned_address=row.pinned_address, created_at=row.created_at,
+        pinned_address=row.pinned_address, scope=PeerScope(row.scope),
+        created_at=row.created_at,
     )
 
 
@@ -139,7 +156,8 @@ def add(session: Session, peer: PeerRecord) -> PeerRecord:
     row = Peer(
         slug=slug, ae_title=_check_ae_title(peer.ae_title), host=_check_host(peer.host),
         port=_check_port(peer.port), roles=",".join(_check_roles(peer.roles)),
-        pinned_address=_check_address(peer.pinned_address), created_at=datetime.now(UTC),
+        pinned_address=_check_address(peer.pinned_address), scope=_check_scope(peer.scope),
+        created_at=datetime.now(UTC),
     )
     if _row(session, slug) is not None:
         raise StorageError(f"peer {slug!r} already exists; choose another slug or use update")
@@ -197,7 +215,8 @@ def update(session: Session, slug: str, /, **changes: Unpack[PeerChanges]) -> Pe
         Which peer.
     **changes
         Any of ``ae_title``, ``host``, ``port``, ``roles``,
-        ``pinned_address`` (``None`` unpins), checked as in :func:`add`.
+        ``pinned_address`` (``None`` unpins), ``scope``, checked as in
+        :func:`add`.
 
     Returns
     -------
@@ -225,5 +244,7 @@ def update(session: Session, slug: str, /, **changes: Unpack[PeerChanges]) -> Pe
         row.roles = ",".join(_check_roles(changes["roles"]))
     if "pinned_address" in changes:
         row.pinned_address = _check_address(changes["pinned_address"])
+    if "scope" in changes:
+        row.scope = _check_scope(changes["scope"])
     session.flush()
     return _record(row)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from .models import AuditOutcome, MapKind, StudyState
+from .models import AuditOutcome, MapKind, PeerScope, StudyState
 
 __all__ = [
     "AuditEvent",
@@ -144,7 +144,9 @@ class PeerRecord:
 
     ``roles`` is a subset of :data:`storage.peers.ROLES`; ``pinned_address``
     (an IP address) restricts associations claiming this AE title to that
-    address. ``created_at`` is set by the database.
+    address; ``scope`` is which studies it finds and retrieves
+    (:class:`~storage.models.PeerScope`). ``created_at`` is set by the
+    database.
     """
 
     slug: str
@@ -153,6 +155,7 @@ class PeerRecord:
     port: int
     roles: tuple[str, ...]
     pinned_address: str | None = None
+    scope: PeerScope = PeerScope.SENT
     created_at: datetime | None = None
 
 

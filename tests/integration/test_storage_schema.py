@@ -25,7 +25,7 @@ def test_empty_database_has_no_revision(db_url: str) -> None:
     try:
         assert current(engine) is None
         upgrade(engine)
-        assert current(engine) == head() == "0001"
+        assert current(engine) == head() == "0002"
         assert set(inspect(engine).get_table_names()) == TABLES
     finally:
         engine.dispose()
@@ -127,3 +127,35 @@ def test_session_scope_rolls_back_on_error(engine: Engine) -> None:
 def test_unsupported_urls_are_refused(url: str) -> None:
     with pytest.raises(StorageError, match="database.url: expected"):
         make_engine(url)
+
+
+def test_upgrade_from_0001_keeps_rows_and_fills_what_0002_adds(db_url: str) -> None:
+    from alembic import command
+
+    from storage.schema import _config
+
+    engine = make_engine(db_url)
+    try:
+        cfg = _config()
+        with engine.connect() as connection, connection.begin():
+            cfg.attributes["connection"] = connection
+            command.upgrade(cfg, "0001")
+        with session_scope(engine) as session:
+            session.execute(text(
+                "INSERT INTO patient (patient_id, patient_name, patient_sex, patient_birth_date) "
+                "VALUES ('ANON1', 'ANON^Zoë', 'O', '')"))
+            session.execute(text(
+                "INSERT INTO peer (slug, ae_title, host, port, roles, created_at) "
+                "VALUES ('clinic-a', 'CLINICA', '127.0.0.1', 104, 'source', "
+                "'2026-01-01 00:00:00+00:00')"))
+        upgrade(engine)
+        assert current(engine) == "0002"
+        with session_scope(engine, readonly=True) as session:
+            assert session.execute(text("SELECT patient_name_folded FROM patient")).scalar_one() \
+                == "anon^zoë"
+            assert session.execute(text("SELECT scope FROM peer")).scalar_one() == "sent"
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            assert compare_metadata(context, Base.metadata) == []
+    finally:
+        engine.dispose()
