@@ -10,8 +10,11 @@ it). A peer pinned to an address is refused from any other address.
 Refusals happen at association time with the PS3.8 reasons pynetdicom uses:
 called AE title not ours -> rejected-permanent (1, 1, 7); calling AE title
 not recognised (unknown, or pinned elsewhere) -> (1, 1, 3). A registered
-peer without the ``source`` role that sends a C-STORE gets 0x0124 "Refused:
-Not Authorised" (PS3.7 C). Every refusal leaves an audit record (I5).
+peer without the ``source`` role that sends a C-STORE, and any caller
+without the ``query`` role that sends a C-FIND (unregistered local callers
+included: loopback is open to echo and store only), get 0x0124 "Refused:
+Not Authorised" (PS3.7 C). Every refusal leaves an audit record (I5). An
+admitted peer carries its scope, which bounds what it finds.
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ from dataclasses import dataclass
 import storage.audit as audit
 import storage.peers as peers
 from storage.db import session_scope
+from storage.models import PeerScope
 
 from .app import App
 
-__all__ = ["Decision", "admit", "may_store", "is_loopback"]
+__all__ = ["Decision", "admit", "is_loopback", "may_query", "may_store"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,13 +47,18 @@ def is_loopback(address: str) -> bool:
 
 @dataclass(frozen=True)
 class Decision:
-    """Whether an association is admitted; ``reject`` is the (result, source, reason)."""
+    """Whether an association is admitted; ``reject`` is the (result, source, reason).
+
+    ``scope`` is the admitted peer's (what a C-FIND shows it); an
+    unregistered caller has no query role, so its scope is never used.
+    """
 
     admitted: bool
     reject: tuple[int, int, int] | None = None
     peer_slug: str | None = None
     roles: frozenset[str] = frozenset()
     reason: str = ""
+    scope: PeerScope = PeerScope.SENT
 
 
 def admit(app: App, calling_ae: str, called_ae: str, address: str) -> Decision:
@@ -61,7 +70,8 @@ def admit(app: App, calling_ae: str, called_ae: str, address: str) -> Decision:
     for peer in known:
         if peer.pinned_address and peer.pinned_address != address:
             continue
-        return Decision(True, peer_slug=peer.slug, roles=frozenset(peer.roles))
+        return Decision(True, peer_slug=peer.slug, roles=frozenset(peer.roles),
+                        scope=peer.scope)
     if known:
         return Decision(False, CALLING_AE_NOT_RECOGNIZED,
                         reason="calling AE title is registered for another address")
@@ -79,6 +89,11 @@ def _open_to_unknown(app: App) -> bool:
 
 def may_store(decision: Decision) -> bool:
     return "source" in decision.roles
+
+
+def may_query(decision: Decision) -> bool:
+    """A C-FIND needs a registered peer with the ``query`` role."""
+    return decision.peer_slug is not None and "query" in decision.roles
 
 
 def record_refusal(app: App, event: str, calling_ae: str, reason: str) -> None:

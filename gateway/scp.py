@@ -2,7 +2,10 @@
 
 Services (PS3.4): Verification SCP (A), Storage SCP (B) for every storage SOP
 class pynetdicom knows, each with the transfer syntaxes below, accepted as
-received: compressed pixel data is never decoded here. Deflated Explicit VR
+received: compressed pixel data is never decoded here. Query/Retrieve FIND
+SCP (C.4.1) for the Patient Root and Study Root information models, over the
+uncompressed syntaxes (:mod:`gateway.find`), with SOP Class Extended
+Negotiation answered for combined date-time matching only. Deflated Explicit VR
 Little Endian is not offered (RELIABILITY T18: a small deflated stream can
 inflate to gigabytes). A SOP class outside this list gets its presentation
 context rejected with reason 3, abstract syntax not supported (T19).
@@ -20,31 +23,43 @@ import socket
 from typing import Any
 
 from pydicom.uid import (
+    JPEG2000,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
-    JPEG2000,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
-    JPEGLosslessSV1,
     JPEGLossless,
+    JPEGLosslessSV1,
     JPEGLSLossless,
     JPEGLSNearLossless,
     RLELossless,
 )
 from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    PatientRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelFind,
+)
 from pynetdicom.transport import ThreadedAssociationServer
 
 from .app import App
+from .find import handle_find, handle_sop_extended
 from .handlers import handle_echo, handle_store
 from .policy import admit, record_refusal
 
-__all__ = ["TRANSFER_SYNTAXES", "build_ae", "set_tcp_nodelay", "start_listener"]
+__all__ = [
+    "FIND_TRANSFER_SYNTAXES", "TRANSFER_SYNTAXES", "build_ae", "set_tcp_nodelay", "start_listener",
+]
 
 logger = logging.getLogger(__name__)
 
 VERIFICATION = "1.2.840.10008.1.1"
+#: Patient Root and Study Root Query/Retrieve Information Model - FIND
+FIND_SOP_CLASSES = (PatientRootQueryRetrieveInformationModelFind,
+                    StudyRootQueryRetrieveInformationModelFind)
+#: what C-FIND identifiers may use: the uncompressed syntaxes, never deflated (T18)
+FIND_TRANSFER_SYNTAXES = [ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian]
 
 #: what the Storage SCP accepts, as received (PS3.5 Annex A)
 TRANSFER_SYNTAXES = [
@@ -78,6 +93,8 @@ def build_ae(app: App) -> AE:
     for context in AllStoragePresentationContexts:
         if context.abstract_syntax is not None:
             ae.add_supported_context(context.abstract_syntax, TRANSFER_SYNTAXES)
+    for sop_class in FIND_SOP_CLASSES:
+        ae.add_supported_context(sop_class, FIND_TRANSFER_SYNTAXES)
     return ae
 
 
@@ -113,6 +130,8 @@ def start_listener(app: App, ae: AE | None = None) -> ThreadedAssociationServer:
         (evt.EVT_REQUESTED, _on_requested, [app]),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_C_STORE, handle_store, [app]),
+        (evt.EVT_C_FIND, handle_find, [app]),
+        (evt.EVT_SOP_EXTENDED, handle_sop_extended),
     ]
     address = (app.settings.listener.bind, app.settings.listener.port)
     server = ae.start_server(address, block=False, evt_handlers=handlers)
