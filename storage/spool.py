@@ -2,11 +2,15 @@
 
 ARCHITECTURE.md, durability contract, point 1, and RELIABILITY.md I1: a
 C-STORE gets Success only once the received bytes are in ``incoming/``,
-having been written (or moved) to ``tmp/``, fsync'd, and renamed, with the
-folder fsync'd. Each entry is a data file ``<name>.dcm`` and a JSON sidecar
-``<name>.json`` holding who sent it and when. The sidecar is renamed into a
+having been written (or moved) there under a temporary name, fsync'd, and
+renamed, with the folder fsync'd. Each entry is a data file ``<name>.dcm``
+and its metadata (who sent it and when, as JSON): an extended attribute
+``user.dicom-gateway.spool`` of the data file where the file system has
+them (ext4, XFS, tmpfs), made durable by the data file's own fsync, or
+otherwise a sidecar file ``<name>.json``. A sidecar, where there is one,
+wins (a release from quarantine rewrites it). The sidecar is renamed into a
 folder before the data file, so a data file in ``incoming/`` always has its
-sidecar.
+metadata.
 
 Folders, all on one file system so that renames are atomic::
 
@@ -23,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import json
 import logging
 import os
 import re
@@ -32,14 +35,14 @@ import time
 import uuid
 from collections.abc import Callable, Container
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, Final
 
 from ._fsutil import fsync_dir, fsync_file, is_disk_full, make_dirs, older_than
 from .errors import StorageError, StorageFull
+from .spoolmeta import XATTR, SpoolMeta, has_meta_attribute, read_meta, set_meta
 
-__all__ = ["Spool", "SpoolEntry", "SpoolMeta"]
+__all__ = ["XATTR", "Spool", "SpoolEntry", "SpoolMeta"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,53 +52,6 @@ _REASON: Final = ".reason"
 _NAME: Final = re.compile(r"\d{20}-[0-9a-f]{32}")
 _FILE_MODE: Final = 0o600  # the spool holds originals, with PHI
 _DIR_MODE: Final = 0o700
-
-
-@dataclass(frozen=True, slots=True)
-class SpoolMeta:
-    """Who sent a spooled file, to whom, from where and when (timezone-aware).
-
-    ``released`` is set when a person reviewed a quarantined entry and sent
-    it back (:meth:`Spool.release_from_quarantine`); sidecars written before
-    the field existed read as ``False``.
-    """
-
-    calling_ae_title: str
-    called_ae_title: str
-    source_peer: str | None
-    received_at: datetime
-    peer_address: str
-    released: bool = False
-
-    def to_json(self) -> bytes:
-        """Encode as the sidecar's JSON."""
-        return json.dumps({
-            "calling_ae_title": self.calling_ae_title,
-            "called_ae_title": self.called_ae_title,
-            "source_peer": self.source_peer,
-            "received_at": self.received_at.isoformat(),
-            "peer_address": self.peer_address,
-            "released": self.released,
-        }, sort_keys=True).encode("utf-8")
-
-    @classmethod
-    def from_json(cls, data: bytes) -> SpoolMeta:
-        """Decode a sidecar; :class:`StorageError` when it is not one."""
-        try:
-            raw = json.loads(data)
-            meta = cls(
-                calling_ae_title=str(raw["calling_ae_title"]),
-                called_ae_title=str(raw["called_ae_title"]),
-                source_peer=None if raw["source_peer"] is None else str(raw["source_peer"]),
-                received_at=datetime.fromisoformat(raw["received_at"]),
-                peer_address=str(raw["peer_address"]),
-                released=raw.get("released", False) is True,
-            )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise StorageError(f"spool sidecar: not valid metadata ({type(exc).__name__})") from exc
-        if meta.received_at.tzinfo is None:
-            raise StorageError("spool sidecar received_at: expected a timezone-aware time")
-        return meta
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +115,9 @@ class Spool:
         OSError
             Any other failure to write; nothing is left behind either.
         """
+        if set_meta(Path(src), meta):
+            return self._accept_in_place(Path(src), meta)
+
         def place(target: Path) -> None:
             try:
                 os.rename(src, target)
@@ -168,6 +127,38 @@ class Spool:
                 _copy(src, target)
                 Path(src).unlink(missing_ok=True)
             os.chmod(target, _FILE_MODE)
+            fsync_file(target)
+
+        return self._accept(place, meta)
+
+    def _accept_in_place(self, src: Path, meta: SpoolMeta) -> SpoolEntry:
+        """Accept a file carrying its metadata as an extended attribute: fsync, one rename.
+
+        One fsync makes data and metadata durable (the attribute belongs to
+        the inode), and the rename's folder fsync follows; no sidecar, no
+        second file to sync. A file on another file system is copied instead.
+        """
+        name = f"{time.time_ns():020d}-{uuid.uuid4().hex}"
+        data, sidecar = self._files(self.incoming, name)
+        try:
+            os.chmod(src, _FILE_MODE)
+            fsync_file(src)
+            os.rename(src, data)
+            fsync_dir(self.incoming)
+        except OSError as exc:
+            if exc.errno == errno.EXDEV:
+                os.removexattr(src, XATTR)
+                return self._accept_copy(src, meta)
+            data.unlink(missing_ok=True)
+            if is_disk_full(exc):
+                raise StorageFull(f"spool {self.root}: no space left to accept a file") from exc
+            raise
+        return SpoolEntry(name=name, path=data, meta_path=sidecar, meta=meta)
+
+    def _accept_copy(self, src: Path, meta: SpoolMeta) -> SpoolEntry:
+        def place(target: Path) -> None:
+            _copy(src, target)
+            src.unlink(missing_ok=True)
             fsync_file(target)
 
         return self._accept(place, meta)
@@ -239,7 +230,7 @@ class Spool:
             except FileNotFoundError:
                 pass
             try:
-                meta = SpoolMeta.from_json(claimed_meta.read_bytes())
+                meta = read_meta(claimed, claimed_meta)
             except (OSError, StorageError) as exc:
                 self._set_aside(name, self.claimed, f"spool metadata unreadable ({exc})")
                 continue
@@ -250,7 +241,10 @@ class Spool:
         """Put a claimed entry back in ``incoming/`` to be tried again later."""
         _check_name(entry.name)
         data, sidecar = self._files(self.incoming, entry.name)
-        os.rename(entry.meta_path, sidecar)
+        try:
+            os.rename(entry.meta_path, sidecar)
+        except FileNotFoundError:  # the metadata is an attribute of the data file
+            pass
         os.rename(entry.path, data)
         return SpoolEntry(name=entry.name, path=data, meta_path=sidecar, meta=entry.meta)
 
@@ -326,7 +320,7 @@ class Spool:
         if not held.exists():
             raise StorageError(f"spool quarantine: no held entry named {name}")
         try:
-            meta = SpoolMeta.from_json(held_meta.read_bytes())
+            meta = read_meta(held, held_meta)
         except OSError as exc:
             raise StorageError(f"spool quarantine: entry {name} has no readable metadata "
                                f"({exc.strerror})") from exc
@@ -375,7 +369,7 @@ class Spool:
             try:
                 os.rename(sidecar, waiting_meta)
             except FileNotFoundError:
-                if not waiting_meta.exists():
+                if not waiting_meta.exists() and not has_meta_attribute(data):
                     self._set_aside(name, self.claimed, "spool metadata missing")
                     continue
             os.rename(data, waiting)

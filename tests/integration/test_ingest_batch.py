@@ -67,6 +67,7 @@ def test_a_batch_commits_its_instances_in_one_transaction(
         return original(engine, readonly=readonly)
 
     monkeypatch.setattr("gateway.ingest.session_scope", counting)
+    monkeypatch.setattr(ingest, "BATCH_SECONDS", 600.0)  # batches split by size only
     report = ingest.run_once(app)
     assert report.stored == 40 and report.total == 40
     assert len(_indexed(app)) == 40

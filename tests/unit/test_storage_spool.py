@@ -11,8 +11,11 @@ from typing import BinaryIO
 
 import pytest
 
+import storage.spool
+import storage.spoolmeta
 from storage.errors import StorageError, StorageFull
-from storage.spool import Spool, SpoolEntry, SpoolMeta
+from storage.spool import XATTR, Spool, SpoolEntry, SpoolMeta
+from storage.spoolmeta import read_meta
 
 META = SpoolMeta(
     calling_ae_title="MODALITY1",
@@ -35,20 +38,33 @@ def _received(tmp_path: Path, data: bytes = b"received bytes") -> Path:
     return path
 
 
-@pytest.fixture
-def spool(tmp_path: Path) -> Spool:
+@pytest.fixture(params=["attribute", "sidecar"])
+def spool(request: pytest.FixtureRequest, tmp_path: Path,
+          monkeypatch: pytest.MonkeyPatch) -> Spool:
+    """A spool keeping metadata as an extended attribute, and one on a file system without."""
+    if request.param == "sidecar":
+        monkeypatch.setattr(storage.spool, "set_meta", lambda path, meta: False)
     return Spool(tmp_path / "spool")
 
 
-def test_accept_moves_the_file_into_incoming_with_its_sidecar(spool: Spool,
-                                                              tmp_path: Path) -> None:
+def _attribute_mode() -> bool:
+    return storage.spool.set_meta is storage.spoolmeta.set_meta
+
+
+def test_accept_moves_the_file_into_incoming_with_its_metadata(spool: Spool,
+                                                               tmp_path: Path) -> None:
     src = _received(tmp_path)
     entry = spool.accept(src, META)
     assert not src.exists()
     assert entry.path.parent == spool.incoming
     assert entry.path.read_bytes() == b"received bytes"
-    assert SpoolMeta.from_json(entry.meta_path.read_bytes()) == META
-    assert _names(spool.incoming) == [f"{entry.name}.dcm", f"{entry.name}.json"]
+    assert read_meta(entry.path, entry.meta_path) == META
+    if _attribute_mode():  # one file, its metadata durable with its own fsync
+        assert _names(spool.incoming) == [f"{entry.name}.dcm"]
+        assert SpoolMeta.from_json(os.getxattr(entry.path, XATTR)) == META
+    else:
+        assert SpoolMeta.from_json(entry.meta_path.read_bytes()) == META
+        assert _names(spool.incoming) == [f"{entry.name}.dcm", f"{entry.name}.json"]
     assert _names(spool.tmp) == []
     assert "peer-named" not in entry.name
     assert oct(entry.path.stat().st_mode & 0o777) == "0o600"
@@ -90,7 +106,9 @@ def test_disk_full_while_writing_leaves_nothing(spool: Spool) -> None:
 
 
 def test_disk_full_while_writing_the_sidecar_leaves_nothing(
-        spool: Spool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(storage.spool, "set_meta", lambda path, meta: False)
+    spool = Spool(tmp_path / "spool")
     src = _received(tmp_path)
     real_fsync = os.fsync
     calls = {"n": 0}
@@ -108,6 +126,18 @@ def test_disk_full_while_writing_the_sidecar_leaves_nothing(
     assert calls["n"] == 2
     assert _names(spool.incoming) == []
     assert _names(spool.tmp) == []
+    assert spool.claim() is None
+
+
+def test_disk_full_on_the_fsync_leaves_nothing_in_incoming(
+        spool: Spool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(path: Path) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(storage.spool, "fsync_file", full)
+    with pytest.raises(StorageFull):
+        spool.accept(_received(tmp_path), META)
+    assert _names(spool.incoming) == [] and _names(spool.tmp) == []
     assert spool.claim() is None
 
 
@@ -150,7 +180,7 @@ def test_unclaim_puts_the_entry_back(spool: Spool, tmp_path: Path) -> None:
     assert entry is not None
     back = spool.unclaim(entry)
     assert back.path.parent == spool.incoming and back.path.exists()
-    assert back.meta_path.exists()
+    assert read_meta(back.path, back.meta_path) == META
     retaken = spool.claim()
     assert retaken is not None and retaken.name == entry.name
 
@@ -162,16 +192,19 @@ def test_quarantine_keeps_the_files_and_the_reason(spool: Spool, tmp_path: Path)
     moved = spool.quarantine(entry, "BurnedInAnnotation is YES")
     assert moved == spool.quarantined / f"{entry.name}.dcm"
     assert moved.read_bytes() == b"received bytes"
-    assert (spool.quarantined / f"{entry.name}.json").exists()
+    assert read_meta(moved, spool.quarantined / f"{entry.name}.json") == META
     reason = (spool.quarantined / f"{entry.name}.reason").read_text()
     assert reason == "BurnedInAnnotation is YES\n"
     assert _names(spool.claimed) == []
     assert spool.claim() is None
 
 
-def test_unreadable_sidecar_is_quarantined_not_returned(spool: Spool, tmp_path: Path) -> None:
+def test_unreadable_metadata_is_quarantined_not_returned(spool: Spool, tmp_path: Path) -> None:
     entry = spool.accept(_received(tmp_path), META)
-    entry.meta_path.write_text("{not json")
+    if entry.meta_path.exists():
+        entry.meta_path.write_text("{not json")
+    else:
+        os.setxattr(entry.path, XATTR, b"{not json")
     assert spool.claim() is None
     assert (spool.quarantined / f"{entry.name}.dcm").exists()
     assert "metadata unreadable" in (spool.quarantined / f"{entry.name}.reason").read_text()
@@ -201,6 +234,16 @@ def test_recover_after_a_crash_between_the_two_claim_renames(spool: Spool,
     assert spool.recover() == 1
     back = spool.claim()
     assert back is not None and back.meta == META
+
+
+def test_recover_sets_aside_a_claim_without_any_metadata(spool: Spool, tmp_path: Path) -> None:
+    entry = spool.accept(_received(tmp_path), META)
+    os.rename(entry.path, spool.claimed / entry.path.name)
+    entry.meta_path.unlink(missing_ok=True)
+    if XATTR in os.listxattr(spool.claimed / entry.path.name):
+        os.removexattr(spool.claimed / entry.path.name, XATTR)
+    assert spool.recover() == 0
+    assert "metadata missing" in (spool.quarantined / f"{entry.name}.reason").read_text()
 
 
 def test_two_claimers_never_get_the_same_entry(spool: Spool) -> None:
