@@ -2,20 +2,30 @@
 
 Rows are read as plain columns and returned as frozen records
 (:mod:`storage.records`), so no ORM object, and no stale one, leaves the
-storage layer (STYLE.md sections 1 and 2).
+storage layer (STYLE.md sections 1 and 2). ``study list`` filters
+(:class:`StudyFilter`) are the C-FIND keys of the STUDY level and go
+through the same translation to SQL (:mod:`storage.search`, PS3.4
+C.2.2.2), so an administrator sees what a specialist's query would find.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Final
 
-from sqlalchemy import Select, select
+from sqlalchemy import ColumnElement, Select, or_, select
 from sqlalchemy.orm import Session
 
+from .conditions import match_condition
+from .db import dialect_of
+from .matching import Match, Universal, ValueKind
 from .models import Instance, Patient, Series, Study, StudyState
 from .records import SeriesSummary, StudyDetail, StudySummary
+from .search import Level, Scope, key_conditions, visible
 
-__all__ = ["DEFAULT_LIMIT", "get_study", "list_studies", "split_multi", "study_files"]
+__all__ = [
+    "DEFAULT_LIMIT", "StudyFilter", "get_study", "list_studies", "split_multi", "study_files",
+]
 
 #: How many studies ``list_studies`` returns unless told otherwise.
 DEFAULT_LIMIT: Final = 100
@@ -28,12 +38,52 @@ def split_multi(joined: str) -> tuple[str, ...]:
     return tuple(item for item in joined.split(_MULTI) if item)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StudyFilter:
+    """``study list`` filters, each a PS3.4 C.2.2.2 match (:func:`storage.matching.parse`).
+
+    ``patient`` matches PatientID (as text) or PatientName (as a person
+    name, ignoring case); ``study_date`` StudyDate; ``modality``
+    ModalitiesInStudy (any series); ``description`` StudyDescription;
+    ``sender`` the source peer's slug or the calling AE title. With
+    ``scope``, only what a peer with that scope may find (never a
+    quarantined study).
+    """
+
+    patient: Match = field(default_factory=Universal)
+    study_date: Match = field(default_factory=Universal)
+    modality: Match = field(default_factory=Universal)
+    description: Match = field(default_factory=Universal)
+    sender: Match = field(default_factory=Universal)
+    scope: Scope | None = None
+
+    def conditions(self, dialect: str) -> list[ColumnElement[bool]]:
+        """The ``WHERE`` conditions, built as a C-FIND's are."""
+        found = key_conditions(Level.STUDY, {
+            "study_date": self.study_date, "modalities_in_study": self.modality,
+            "study_description": self.description}, dialect)
+        for parts in (
+            [match_condition(Patient.patient_id, self.patient, ValueKind.TEXT, dialect),
+             match_condition(Patient.patient_name, self.patient, ValueKind.PERSON, dialect,
+                             Patient.patient_name_folded)],
+            [match_condition(Study.source_peer, self.sender, ValueKind.TEXT, dialect),
+             match_condition(Study.calling_ae_title, self.sender, ValueKind.TEXT, dialect)],
+        ):
+            present = [part for part in parts if part is not None]
+            if present:
+                found.append(or_(*present))
+        if self.scope is not None:
+            found.append(visible(self.scope))
+        return found
+
+
 def _summary_query() -> Select[Study, Patient]:
     return select(Study, Patient).join(Patient, Study.patient_fk == Patient.id)
 
 
 def list_studies(
-    session: Session, *, limit: int = DEFAULT_LIMIT, quarantined: bool | None = None
+    session: Session, *, limit: int = DEFAULT_LIMIT, quarantined: bool | None = None,
+    where: StudyFilter | None = None,
 ) -> list[StudySummary]:
     """List indexed studies, most recently received first.
 
@@ -46,6 +96,8 @@ def list_studies(
     quarantined : bool | None
         ``True``: only quarantined studies; ``False``: only active ones;
         ``None``: all.
+    where : StudyFilter | None
+        Only the studies these C-FIND style filters match.
 
     Returns
     -------
@@ -58,6 +110,8 @@ def list_studies(
     if quarantined is not None:
         state = StudyState.QUARANTINED if quarantined else StudyState.ACTIVE
         query = query.where(Study.state == state)
+    if where is not None:
+        query = query.where(*where.conditions(dialect_of(session)))
     query = query.order_by(Study.last_received_at.desc(), Study.id.desc()).limit(limit)
     rows = session.execute(query.execution_options(populate_existing=True)).all()
     return [

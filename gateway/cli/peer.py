@@ -1,9 +1,12 @@
-"""``dicom-gateway peer``: register, list, show and remove remote AEs, and C-ECHO them.
+"""``dicom-gateway peer``: register, change, list, show and remove remote AEs; C-ECHO them.
 
-``peer add`` checks every value and names the offending option on failure
-(exit 2); an unknown slug exits 3; ``peer echo`` exits 4 when the peer
-cannot be reached and 1 when it answers with anything but success.
-Adding and removing a peer are audited with the OS user as the actor.
+``peer add`` and ``peer update`` check every value and name the offending
+option on failure (exit 2); an unknown slug exits 3; ``peer echo`` exits 4
+when the peer cannot be reached and 1 when it answers with anything but
+success. ``--scope`` says which studies a query or retrieve peer finds:
+``all``, ``sent`` (the studies it sent; the default) or ``routed`` (the
+studies routed to it: nothing until routing exists). Adding, changing and
+removing a peer are audited with the OS user as the actor.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from gateway.errors import GatewayError, NotFoundError, PeerUnreachable, UsageEr
 from gateway.scp import set_tcp_nodelay
 from storage.db import session_scope
 from storage.errors import StorageError
+from storage.models import PeerScope
 from storage.records import PeerRecord
 
 __all__ = ["peer"]
@@ -40,13 +44,15 @@ _OPTIONS = {
     "port": "--port",
     "roles": "--role",
     "pinned_address": "--pin-address",
+    "scope": "--scope",
 }
-_FIELD = re.compile(r"^peer (slug|ae_title|host|port|roles|pinned_address):")
+_FIELD = re.compile(r"^peer (slug|ae_title|host|port|roles|pinned_address|scope):")
+_SCOPE = click.Choice(peers.SCOPES)
 
 
 @click.group()
 def peer() -> None:
-    """Register, list, show and remove remote AEs; C-ECHO them."""
+    """Register, change, list, show and remove remote AEs; C-ECHO them."""
 
 
 def _actor() -> str:
@@ -102,6 +108,7 @@ def _as_dict(record: PeerRecord) -> dict[str, Any]:
         "port": record.port,
         "roles": list(record.roles),
         "pinned_address": record.pinned_address,
+        "scope": record.scope.value,
         "created_at": record.created_at.isoformat() if record.created_at else None,
     }
 
@@ -133,14 +140,17 @@ def _get(app: AppContext, slug: str) -> PeerRecord:
 )
 @click.option("--pin-address", default=None, metavar="IP",
               help="Accept this peer's associations only from this address.")
+@click.option("--scope", type=_SCOPE, default="sent", show_default=True,
+              help="The studies it finds and retrieves: all, sent (by it), routed (to it).")
 @pass_app
 @translate_errors
 def add(app: AppContext, slug: str, ae_title: str, host: str, port_text: str,
-        role_values: tuple[str, ...], pin_address: str | None) -> None:
+        role_values: tuple[str, ...], pin_address: str | None, scope: str) -> None:
     """Register a peer under SLUG (lowercase letters, digits, dashes)."""
     wanted = PeerRecord(
         slug=slug, ae_title=ae_title, host=host, port=_port(port_text),
         roles=_roles(role_values), pinned_address=_address(pin_address),
+        scope=PeerScope(scope),
     )
     node = node_app(app)
     try:
@@ -153,7 +163,61 @@ def add(app: AppContext, slug: str, ae_title: str, host: str, port_text: str,
     except StorageError as exc:
         raise storage_failure(exc) from exc
     click.echo(f"peer {record.slug} added ({record.ae_title}@{record.host}:{record.port}, "
-               f"roles {','.join(record.roles)})")
+               f"roles {','.join(record.roles)}, scope {record.scope.value})")
+
+
+@peer.command()
+@click.argument("slug")
+@click.option("--ae-title", default=None, help="The peer's AE title (1-16 characters).")
+@click.option("--host", default=None, help="Host name or address to connect to.")
+@click.option("--port", "port_text", default=None, metavar="PORT", help="TCP port, 1-65535.")
+@click.option("--role", "role_values", multiple=True, metavar="ROLE",
+              help="Replaces the roles: source, query, retrieve or destination; repeat.")
+@click.option("--pin-address", default=None, metavar="IP",
+              help="Accept this peer's associations only from this address.")
+@click.option("--unpin", is_flag=True, help="Accept this peer's associations from any address.")
+@click.option("--scope", type=_SCOPE, default=None,
+              help="The studies it finds and retrieves: all, sent (by it), routed (to it).")
+@pass_app
+@translate_errors
+def update(app: AppContext, slug: str, ae_title: str | None, host: str | None,
+           port_text: str | None, role_values: tuple[str, ...], pin_address: str | None,
+           unpin: bool, scope: str | None) -> None:
+    """Change some of a peer's values (audited); exit 3 when there is none with SLUG."""
+    changes: peers.PeerChanges = {}
+    if ae_title is not None:
+        changes["ae_title"] = ae_title
+    if host is not None:
+        changes["host"] = host
+    if port_text is not None:
+        changes["port"] = _port(port_text)
+    if role_values:
+        changes["roles"] = _roles(role_values)
+    if pin_address is not None and unpin:
+        raise UsageError("--pin-address and --unpin: give one or the other")
+    if pin_address is not None or unpin:
+        changes["pinned_address"] = _address(pin_address)
+    if scope is not None:
+        changes["scope"] = scope
+    if not changes:
+        raise UsageError("nothing to change: give --ae-title, --host, --port, --role, "
+                         "--pin-address, --unpin or --scope")
+    node = node_app(app)
+    try:
+        with session_scope(node.engine) as session:
+            try:
+                record = peers.update(session, slug, **changes)
+            except StorageError as exc:
+                raise _as_usage(exc) from exc
+            if record is not None:
+                audit.record(session, "peer-update", _actor(), "success",
+                             detail=f"peer {slug}: {', '.join(sorted(changes))}")
+    except StorageError as exc:
+        raise storage_failure(exc) from exc
+    if record is None:
+        raise NotFoundError(f"peer {slug!r} not found; see: dicom-gateway peer list")
+    click.echo(f"peer {record.slug} updated ({record.ae_title}@{record.host}:{record.port}, "
+               f"roles {','.join(record.roles)}, scope {record.scope.value})")
 
 
 @peer.command(name="list")
@@ -174,9 +238,10 @@ def list_(app: AppContext, as_json: bool) -> None:
     if not records:
         click.echo("no peers; add one with: dicom-gateway peer add", err=True)
         return
-    header = ("SLUG", "AE TITLE", "HOST", "PORT", "ROLES", "PINNED")
+    header = ("SLUG", "AE TITLE", "HOST", "PORT", "ROLES", "SCOPE", "PINNED")
     rows = [
-        (r.slug, r.ae_title, r.host, str(r.port), ",".join(r.roles), r.pinned_address or "-")
+        (r.slug, r.ae_title, r.host, str(r.port), ",".join(r.roles), r.scope.value,
+         r.pinned_address or "-")
         for r in records
     ]
     print_table(header, rows)

@@ -1,6 +1,11 @@
 """``dicom-gateway study``: list, show, re-identify and delete indexed studies.
 
-``list`` and ``show`` print pseudonymized values only. ``reidentify`` prints
+``list`` and ``show`` print pseudonymized values only. ``list`` takes the
+filters a C-FIND at the STUDY level has, matched the same way by the same
+SQL (PS3.4 C.2.2.2: ``*`` and ``?`` wildcards, person names ignoring case,
+date ranges ``20240101-20240131``, ``20240101-`` or ``-20240131``, ``""``
+for an empty value), and ``--peer SLUG`` shows only what that peer's scope
+lets it find, so an administrator sees what a specialist would. ``reidentify`` prints
 the original identifiers behind a study's pseudonyms, read from the
 encrypted map, and writes an audit record naming the OS user. ``delete``
 removes a study's index rows and files (audited). ``quarantine`` lists the
@@ -11,6 +16,7 @@ that a person reviewed back to the spool, marked released, and ingests it
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import json
 import logging
@@ -26,12 +32,15 @@ import storage.quarantine as quarantine_records
 from gateway.cli._context import AppContext, pass_app
 from gateway.cli._exit import translate_errors
 from gateway.cli._node import node_app, print_record, print_table, storage_failure
-from gateway.errors import GatewayError, NotFoundError
+from gateway.errors import GatewayError, NotFoundError, UsageError
 from gateway.ingest import IngestOutcome, run_once
 from storage.db import session_scope
 from storage.errors import StorageError
+from storage.matching import Match, MatchError, ValueKind, parse
+from storage.peers import get as get_peer
 from storage.records import StudySummary
-from storage.studies import get_study, list_studies
+from storage.search import Scope
+from storage.studies import DEFAULT_LIMIT, StudyFilter, get_study, list_studies
 
 __all__ = ["study"]
 
@@ -75,17 +84,60 @@ def _summary(item: StudySummary) -> dict[str, Any]:
     }
 
 
+def _match(option: str, values: tuple[str, ...] | str | None, kind: ValueKind) -> Match:
+    given = [] if values is None else [values] if isinstance(values, str) else list(values)
+    try:
+        return parse([part for value in given for part in value.split("\\")], kind)
+    except MatchError as exc:
+        raise UsageError(f"{option}: {exc}") from None
+
+
+def _filter(patient: str | None, date: str | None, modality: tuple[str, ...],
+            description: str | None, sender: str | None) -> StudyFilter:
+    return StudyFilter(
+        patient=_match("--patient", patient, ValueKind.TEXT),
+        study_date=_match("--date", date, ValueKind.DATE),
+        modality=_match("--modality", modality, ValueKind.TEXT),
+        description=_match("--description", description, ValueKind.TEXT),
+        sender=_match("--sender", sender, ValueKind.TEXT),
+    )
+
+
 @study.command(name="list")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @click.option("--quarantined", is_flag=True, help="Only studies held in quarantine.")
+@click.option("--patient", default=None, metavar="TEXT",
+              help="PatientID or PatientName (pseudonyms; names ignore case; * and ?).")
+@click.option("--date", default=None, metavar="RANGE",
+              help="StudyDate: YYYYMMDD, YYYYMMDD-YYYYMMDD, YYYYMMDD- or -YYYYMMDD.")
+@click.option("--modality", multiple=True, metavar="CODE",
+              help="A modality in the study (CT, MR, ...); repeat for any of several.")
+@click.option("--description", default=None, metavar="TEXT",
+              help="StudyDescription (case-sensitive; * and ?).")
+@click.option("--sender", default=None, metavar="TEXT",
+              help="The sending peer's slug or calling AE title (* and ?).")
+@click.option("--peer", "peer_slug", default=None, metavar="SLUG",
+              help="Only what this peer may find over C-FIND (its scope).")
+@click.option("--limit", default=DEFAULT_LIMIT, show_default=True,
+              type=click.IntRange(min=1), help="At most this many studies.")
 @pass_app
 @translate_errors
-def list_(app: AppContext, as_json: bool, quarantined: bool) -> None:
-    """List indexed studies, newest first (pseudonymized values only)."""
+def list_(app: AppContext, as_json: bool, quarantined: bool, patient: str | None,
+          date: str | None, modality: tuple[str, ...], description: str | None,
+          sender: str | None, peer_slug: str | None, limit: int) -> None:
+    """List indexed studies, newest first (pseudonymized values only), with C-FIND's filters."""
+    where = _filter(patient, date, modality, description, sender)
     node = node_app(app)
     try:
         with session_scope(node.engine, readonly=True) as session:
-            items = list_studies(session, quarantined=True if quarantined else None)
+            if peer_slug is not None:
+                record = get_peer(session, peer_slug)
+                if record is None:
+                    raise NotFoundError(
+                        f"peer {peer_slug!r} not found; see: dicom-gateway peer list")
+                where = dataclasses.replace(where, scope=Scope(record.scope, record.slug))
+            items = list_studies(session, limit=limit,
+                                 quarantined=True if quarantined else None, where=where)
     except StorageError as exc:
         raise storage_failure(exc) from exc
     if as_json:

@@ -71,7 +71,7 @@ def test_db_current_fails_before_upgrade_and_passes_after(gw: Invoke) -> None:
 
     upgraded = gw("db", "upgrade")
     assert upgraded.exit_code == OK, upgraded.stderr
-    assert "0001" in upgraded.stdout
+    assert "0002" in upgraded.stdout
 
     after = gw("db", "current")
     assert after.exit_code == OK, after.stderr
@@ -100,7 +100,8 @@ def test_peer_add_list_show_remove(gw: Invoke) -> None:
 
     text = gw("peer", "list")
     lines = text.stdout.splitlines()
-    assert lines[0].split() == ["SLUG", "AE", "TITLE", "HOST", "PORT", "ROLES", "PINNED"]
+    assert lines[0].split() == ["SLUG", "AE", "TITLE", "HOST", "PORT", "ROLES", "SCOPE",
+                                "PINNED"]
     assert lines[1].index("PACSA") == lines[0].index("AE TITLE")  # aligned columns
 
     shown = gw("peer", "show", "pacs-a", "--json")
