@@ -2,9 +2,9 @@
 
 The network thread only spools (STYLE 1, ARCHITECTURE durability contract
 1): the C-STORE handler checks the received header
-(:func:`gateway.receive.check_received`), moves pynetdicom's file into the
-spool (temporary name, fsync, rename, fsync of the folder) and answers
-Success only then. It does no de-identification and no index writes; the
+(:func:`gateway.receive.check_received`, while another thread fsyncs the
+received file), moves pynetdicom's file into the spool (fsync, rename,
+fsync of the folder) and answers Success only then. It does no de-identification and no index writes; the
 ingest workers do. Statuses (PS3.4 Table B.2-1):
 
 - 0x0000 the bytes are durable in the spool;
@@ -68,13 +68,6 @@ def handle_store(event: Any, app: App) -> int | Dataset:
         record_refusal(app, "store-refused", calling_ae, "peer has no source role")
         return _refusal(Verdict(NOT_AUTHORISED, "calling AE may not store"))
     path = event.dataset_path
-    verdict = check_received(
-        path, sop_class, sop_instance, app.settings.limits.max_dataset_mb * _MB
-    )
-    if verdict is not None:
-        logger.warning("store sop=%s calling_ae=%r status=0x%04X reason=%r",
-                       shown, calling_ae, verdict.status, verdict.comment)
-        return _refusal(verdict)
     meta = SpoolMeta(
         calling_ae_title=calling_ae,
         called_ae_title=str(assoc.acceptor.ae_title).strip(),
@@ -82,14 +75,23 @@ def handle_store(event: Any, app: App) -> int | Dataset:
         received_at=datetime.now(timezone.utc),
         peer_address=str(assoc.requestor.address),
     )
+    def verify() -> Verdict | None:
+        return check_received(path, sop_class, sop_instance,
+                              app.settings.limits.max_dataset_mb * _MB)
+
     try:
-        app.spool.accept(path, meta)
+        # the header is checked while another thread fsyncs the bytes
+        accepted = app.spool.accept(path, meta, verify)
     except StorageFull:
         logger.error("store sop=%s status=0xA700 reason='spool disk full'", shown)
         return _refusal(Verdict(OUT_OF_RESOURCES, "out of disk space"))
     except OSError as exc:
         logger.error("store sop=%s status=0xA700 reason=%r", shown, exc.strerror)
         return _refusal(Verdict(OUT_OF_RESOURCES, "cannot write the spool"))
+    if isinstance(accepted, Verdict):
+        logger.warning("store sop=%s calling_ae=%r status=0x%04X reason=%r",
+                       shown, calling_ae, accepted.status, accepted.comment)
+        return _refusal(accepted)
     app.wake.set()
     logger.info("store sop=%s calling_ae=%r status=0x0000 elapsed=%.3fs",
                 shown, calling_ae, time.monotonic() - started)

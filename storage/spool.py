@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import functools
 import logging
 import os
 import re
@@ -34,9 +35,10 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Container
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Final
+from typing import BinaryIO, Final, TypeVar
 
 from ._fsutil import fsync_dir, fsync_file, is_disk_full, make_dirs, older_than
 from .errors import StorageError, StorageFull
@@ -45,6 +47,8 @@ from .spoolmeta import XATTR, SpoolMeta, has_meta_attribute, read_meta, set_meta
 __all__ = ["XATTR", "Spool", "SpoolEntry", "SpoolMeta"]
 
 logger = logging.getLogger(__name__)
+
+R = TypeVar("R")
 
 _DATA: Final = ".dcm"
 _META: Final = ".json"
@@ -89,7 +93,8 @@ class Spool:
 
     # -- accepting -----------------------------------------------------------------
 
-    def accept(self, src: Path, meta: SpoolMeta) -> SpoolEntry:
+    def accept(self, src: Path, meta: SpoolMeta,
+               verify: Callable[[], R | None] | None = None) -> SpoolEntry | R:
         """Move a received file into the spool durably (RELIABILITY.md I1).
 
         ``src`` is renamed when it is on the spool's file system and copied
@@ -100,12 +105,17 @@ class Spool:
         src : pathlib.Path
             The received file, e.g. pynetdicom's ``event.dataset_path``.
         meta : SpoolMeta
-            Written to the sidecar.
+            Written to the file's attribute, or to the sidecar.
+        verify : Callable[[], R | None], optional
+            A check of the received bytes (the C-STORE handler's). It runs
+            on the calling thread while another thread fsyncs the file, so
+            the check costs no extra time before Success; when it returns
+            a refusal, nothing is accepted and the refusal is returned.
 
         Returns
         -------
-        SpoolEntry
-            The entry in ``incoming/``.
+        SpoolEntry | R
+            The entry in ``incoming/``, or ``verify``'s refusal.
 
         Raises
         ------
@@ -116,7 +126,10 @@ class Spool:
             Any other failure to write; nothing is left behind either.
         """
         if set_meta(Path(src), meta):
-            return self._accept_in_place(Path(src), meta)
+            return self._accept_in_place(Path(src), meta, verify)
+        refusal = verify() if verify is not None else None
+        if refusal is not None:
+            return refusal
 
         def place(target: Path) -> None:
             try:
@@ -131,7 +144,8 @@ class Spool:
 
         return self._accept(place, meta)
 
-    def _accept_in_place(self, src: Path, meta: SpoolMeta) -> SpoolEntry:
+    def _accept_in_place(self, src: Path, meta: SpoolMeta,
+                         verify: Callable[[], R | None] | None) -> SpoolEntry | R:
         """Accept a file carrying its metadata as an extended attribute: fsync, one rename.
 
         One fsync makes data and metadata durable (the attribute belongs to
@@ -142,7 +156,17 @@ class Spool:
         data, sidecar = self._files(self.incoming, name)
         try:
             os.chmod(src, _FILE_MODE)
-            fsync_file(src)
+            if verify is None:
+                fsync_file(src)
+            else:
+                flushing = _flusher().submit(fsync_file, src)
+                try:
+                    refusal = verify()
+                finally:
+                    flushing.result()
+                if refusal is not None:
+                    os.removexattr(src, XATTR)
+                    return refusal
             os.rename(src, data)
             fsync_dir(self.incoming)
         except OSError as exc:
@@ -398,6 +422,12 @@ class Spool:
         names = (entry.name[: -len(_DATA)] for entry in os.scandir(folder)
                  if entry.name.endswith(_DATA))
         return sorted(name for name in names if _NAME.fullmatch(name))
+
+
+@functools.cache
+def _flusher() -> ThreadPoolExecutor:
+    """Threads that fsync received files while their headers are checked (fsync frees the GIL)."""
+    return ThreadPoolExecutor(max_workers=8, thread_name_prefix="spool-fsync")
 
 
 def _check_name(name: str) -> None:

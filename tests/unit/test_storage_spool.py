@@ -281,3 +281,31 @@ def test_sidecar_without_timezone_is_refused() -> None:
     naive = META.to_json().replace(b"+00:00", b"")
     with pytest.raises(StorageError, match="timezone-aware"):
         SpoolMeta.from_json(naive)
+
+
+def test_a_refusal_from_verify_accepts_nothing_and_leaves_the_file_to_its_owner(
+        spool: Spool, tmp_path: Path) -> None:
+    src = _received(tmp_path)
+    assert spool.accept(src, META, verify=lambda: "refused") == "refused"
+    assert src.exists() and _names(spool.incoming) == [] and spool.claim() is None
+    assert XATTR not in os.listxattr(src)
+
+
+def test_verify_runs_while_another_thread_fsyncs_the_file(
+        spool: Spool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    threads: dict[str, int] = {}
+    real = storage.spool.fsync_file
+
+    def recording(path: Path) -> None:
+        threads.setdefault("fsync", threading.get_ident())
+        real(path)
+
+    def verify() -> None:
+        threads["verify"] = threading.get_ident()
+
+    monkeypatch.setattr(storage.spool, "fsync_file", recording)
+    entry = spool.accept(_received(tmp_path), META, verify=verify)
+    assert isinstance(entry, SpoolEntry) and entry.path.exists()
+    assert threads["verify"] == threading.get_ident()
+    if _attribute_mode():
+        assert threads["fsync"] != threads["verify"]
