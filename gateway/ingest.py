@@ -271,6 +271,9 @@ def _commit(app: App, batch: list[_Prepared]) -> list[IngestOutcome]:
             app.spool.unclaim(prepared.entry)
         return [IngestOutcome.RETRY] * len(batch)
     done: list[IngestOutcome] = []
+    indexed = [p.entry for p, result in zip(batch, outcomes)
+               if result in (index.AddOutcome.ADDED, index.AddOutcome.ALREADY_PRESENT)]
+    app.spool.release_all(indexed)
     for prepared, result in zip(batch, outcomes):
         entry, sop = prepared.entry, prepared.record.sop_instance_uid
         if isinstance(result, StorageError):
@@ -282,10 +285,8 @@ def _commit(app: App, batch: list[_Prepared]) -> list[IngestOutcome]:
                                     "different content under a known SOP Instance UID", sop))
         elif result is index.AddOutcome.ALREADY_PRESENT:
             # the same received bytes give the same file name: the file is the indexed one
-            app.spool.release(entry)
             done.append(IngestOutcome.ALREADY_PRESENT)
         else:
-            app.spool.release(entry)
             logger.info("ingest sop=%s study=%s patient=%s state=stored elapsed=%.3fs", sop,
                         prepared.record.study_instance_uid, prepared.patient,
                         time.monotonic() - prepared.started)

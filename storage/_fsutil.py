@@ -14,9 +14,10 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-__all__ = ["fsync_dir", "fsync_file", "is_disk_full", "make_dirs", "older_than",
+__all__ = ["fsync_dir", "fsync_file", "io_threads", "is_disk_full", "make_dirs", "older_than",
            "sync_filesystem"]
 
 _FULL = {errno.ENOSPC, errno.EDQUOT}
@@ -73,6 +74,12 @@ def _syncfs() -> Callable[[int], int] | None:
     return function
 
 
+@functools.cache
+def io_threads() -> ThreadPoolExecutor:
+    """Threads for calls that wait on the disk with the GIL released (fsync, unlink)."""
+    return ThreadPoolExecutor(max_workers=8, thread_name_prefix="storage-io")
+
+
 def fsync_file(path: Path) -> None:
     """Flush the contents of the file at ``path`` to stable storage."""
     fd = os.open(path, os.O_RDONLY)
@@ -82,8 +89,12 @@ def fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def make_dirs(path: Path, mode: int) -> None:
-    """Create ``path`` and any missing parents, fsyncing each parent that changed."""
+def make_dirs(path: Path, mode: int, *, sync: bool = True) -> None:
+    """Create ``path`` and any missing parents, fsyncing each parent that changed.
+
+    ``sync=False`` leaves the parents' fsyncs to a later flush of the whole
+    file system (:func:`sync_filesystem`), as a group commit does.
+    """
     missing: list[Path] = []
     current = path
     while not current.exists():
@@ -94,7 +105,8 @@ def make_dirs(path: Path, mode: int) -> None:
             folder.mkdir(mode=mode)
         except FileExistsError:
             continue
-        fsync_dir(folder.parent)
+        if sync:
+            fsync_dir(folder.parent)
 
 
 def older_than(path: Path, seconds: float) -> bool:

@@ -9,6 +9,7 @@ the same syntax (3.24+) and ``RETURNING`` (3.35+).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -56,15 +57,20 @@ def insert_ignore(
     """
     if not rows:
         return []
-    dialect = dialect_of(session)
+    statement = _insert_ignore(dialect_of(session), table, tuple(conflict_columns))
     values = [dict(row) for row in rows]
-    keys = list(conflict_columns)
-    if dialect == "postgresql":
-        on_pg = postgresql.insert(table).values(values).on_conflict_do_nothing(index_elements=keys)
-        result = session.execute(on_pg.returning(table.c.id))
-    elif dialect == "sqlite":
-        on_lite = sqlite.insert(table).values(values).on_conflict_do_nothing(index_elements=keys)
-        result = session.execute(on_lite.returning(table.c.id))
-    else:
-        raise StorageError(f"unsupported database {dialect!r}: expected sqlite or postgresql")
+    # one statement object per (table, columns): compiled once, then taken from
+    # SQLAlchemy's statement cache; several rows go as one "insertmanyvalues" batch
+    result = session.execute(statement, values[0] if len(values) == 1 else values)
     return [int(value) for value in result.scalars()]
+
+
+@functools.cache
+def _insert_ignore(dialect: str, table: Table, keys: tuple[str, ...]) -> Any:
+    if dialect == "postgresql":
+        return (postgresql.insert(table).on_conflict_do_nothing(index_elements=list(keys))
+                .returning(table.c.id))
+    if dialect == "sqlite":
+        return (sqlite.insert(table).on_conflict_do_nothing(index_elements=list(keys))
+                .returning(table.c.id))
+    raise StorageError(f"unsupported database {dialect!r}: expected sqlite or postgresql")

@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, BinaryIO, Final, cast
 
-from ._fsutil import (fsync_dir, fsync_file, is_disk_full, make_dirs, older_than,
-                      sync_filesystem)
+from ._fsutil import fsync_dir, fsync_file, is_disk_full, make_dirs, older_than, sync_filesystem
 from .errors import StorageError, StorageFull
 
 if TYPE_CHECKING:
@@ -160,11 +159,16 @@ class FileStore:
         temp = folder / f".{name}{_TEMP_SUFFIX}"
         final = folder / f"{name}{_SUFFIX}"
         try:
-            make_dirs(folder, _DIR_MODE)
+            make_dirs(folder, _DIR_MODE, sync=sync)
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE)
             with os.fdopen(fd, "wb") as handle:
                 writer = _HashingWriter(handle)
-                fill(cast(BinaryIO, writer))
+                # pydicom writes element by element: buffer, so the hashing writer
+                # sees large blocks (a seek flushes the buffer first)
+                buffered = io.BufferedWriter(writer, _CHUNK)
+                fill(cast(BinaryIO, buffered))
+                buffered.flush()
+                buffered.detach()
                 handle.flush()
                 if sync:
                     os.fsync(handle.fileno())
@@ -200,10 +204,12 @@ class FileStore:
         try:
             if sync_filesystem(self.root):
                 return
-            for folder in sorted({self.path_of(rel).parent for rel in rels}):
-                for rel in rels:
-                    if self.path_of(rel).parent == folder:
-                        fsync_file(self.path_of(rel))
+            paths = [self.path_of(rel) for rel in rels]
+            for path in paths:
+                fsync_file(path)
+            # each file's folder, and the folders above it that may have been created
+            folders = {folder for path in paths for folder in (path.parent, path.parent.parent)}
+            for folder in sorted(folders | {self.root}, reverse=True):
                 fsync_dir(folder)
         except OSError as exc:
             if is_disk_full(exc):

@@ -149,10 +149,7 @@ def add_instance(
         naive timestamp, a negative size).
     """
     _check(record)
-    outcome = _existing_outcome(session, record)
-    if outcome is not None:
-        return outcome
-    try:
+    try:  # a repeat is found by the instance insert, and its savepoint undone
         with session.begin_nested():
             _index(session, record)
             add_entries(session, map_entries, cipher)

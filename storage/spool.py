@@ -4,13 +4,9 @@ ARCHITECTURE.md, durability contract, point 1, and RELIABILITY.md I1: a
 C-STORE gets Success only once the received bytes are in ``incoming/``,
 having been written (or moved) there under a temporary name, fsync'd, and
 renamed, with the folder fsync'd. Each entry is a data file ``<name>.dcm``
-and its metadata (who sent it and when, as JSON): an extended attribute
-``user.dicom-gateway.spool`` of the data file where the file system has
-them (ext4, XFS, tmpfs), made durable by the data file's own fsync, or
-otherwise a sidecar file ``<name>.json``. A sidecar, where there is one,
-wins (a release from quarantine rewrites it). The sidecar is renamed into a
-folder before the data file, so a data file in ``incoming/`` always has its
-metadata.
+and its metadata (:mod:`storage.spoolmeta`): an extended attribute of the
+data file, durable with its fsync, or where there are none a sidecar
+``<name>.json``, renamed into a folder before the data file.
 
 Folders, all on one file system so that renames are atomic::
 
@@ -27,20 +23,19 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import functools
 import logging
 import os
 import re
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Container
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Container, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final, TypeVar
 
-from ._fsutil import fsync_dir, fsync_file, is_disk_full, make_dirs, older_than
+from ._fsutil import fsync_dir, fsync_file, io_threads, is_disk_full, make_dirs, older_than
 from .errors import StorageError, StorageFull
 from .spoolmeta import XATTR, SpoolMeta, has_meta_attribute, read_meta, set_meta
 
@@ -85,6 +80,7 @@ class Spool:
         self.incoming = self.root / "incoming"
         self.claimed = self.root / "claimed"
         self.quarantined = self.root / "quarantine"
+        self._waiting: deque[str] = deque()  # a listing of incoming/, taken from by claim()
         for folder in (self.tmp, self.incoming, self.claimed, self.quarantined):
             make_dirs(folder, _DIR_MODE)
 
@@ -95,10 +91,7 @@ class Spool:
 
     def accept(self, src: Path, meta: SpoolMeta,
                verify: Callable[[], R | None] | None = None) -> SpoolEntry | R:
-        """Move a received file into the spool durably (RELIABILITY.md I1).
-
-        ``src`` is renamed when it is on the spool's file system and copied
-        (then deleted) otherwise.
+        """Move a received file into the spool durably (RELIABILITY.md I1); copy across devices.
 
         Parameters
         ----------
@@ -107,10 +100,8 @@ class Spool:
         meta : SpoolMeta
             Written to the file's attribute, or to the sidecar.
         verify : Callable[[], R | None], optional
-            A check of the received bytes (the C-STORE handler's). It runs
-            on the calling thread while another thread fsyncs the file, so
-            the check costs no extra time before Success; when it returns
-            a refusal, nothing is accepted and the refusal is returned.
+            A check of the received bytes, run while another thread fsyncs
+            them; a refusal it returns is returned, and nothing is accepted.
 
         Returns
         -------
@@ -159,7 +150,7 @@ class Spool:
             if verify is None:
                 fsync_file(src)
             else:
-                flushing = _flusher().submit(fsync_file, src)
+                flushing = io_threads().submit(fsync_file, src)
                 try:
                     refusal = verify()
                 finally:
@@ -239,9 +230,7 @@ class Spool:
         SpoolEntry | None
             ``None`` when nothing (of ``only``) is waiting.
         """
-        for name in self._names(self.incoming):
-            if only is not None and name not in only:
-                continue
+        for name in self._candidates(only):
             data, sidecar = self._files(self.incoming, name)
             claimed, claimed_meta = self._files(self.claimed, name)
             try:
@@ -270,6 +259,7 @@ class Spool:
         except FileNotFoundError:  # the metadata is an attribute of the data file
             pass
         os.rename(entry.path, data)
+        self._waiting.clear()  # list again: it is older than what the listing still holds
         return SpoolEntry(name=entry.name, path=data, meta_path=sidecar, meta=entry.meta)
 
     def release(self, entry: SpoolEntry) -> None:
@@ -281,6 +271,10 @@ class Spool:
         _check_name(entry.name)
         entry.path.unlink(missing_ok=True)
         entry.meta_path.unlink(missing_ok=True)
+
+    def release_all(self, entries: Sequence[SpoolEntry]) -> None:
+        """Release several entries at once (unlinks run side by side: each waits on the disk)."""
+        list(io_threads().map(self.release, entries))
 
     def quarantine(self, entry: SpoolEntry, reason: str) -> Path:
         """Set an entry aside with a reason (RELIABILITY.md I2); it is never dropped.
@@ -403,6 +397,7 @@ class Spool:
                 if not sidecar.with_suffix(_DATA).exists() and older_than(sidecar, min_age_seconds):
                     sidecar.unlink(missing_ok=True)
         fsync_dir(self.incoming)
+        self._waiting.clear()
         if returned:
             logger.info("spool recovered claimed=%d", returned)
         return returned
@@ -417,17 +412,25 @@ class Spool:
     def _files(folder: Path, name: str) -> tuple[Path, Path]:
         return folder / f"{name}{_DATA}", folder / f"{name}{_META}"
 
+    def _candidates(self, only: Container[str] | None) -> Iterator[str]:
+        """Waiting names, oldest first; one listing serves many claims (unclaim and recover
+        clear it, so that what they put back is taken first)."""
+        if only is not None:
+            yield from (name for name in self._names(self.incoming) if name in only)
+            return
+        if not self._waiting:
+            self._waiting.extend(self._names(self.incoming))
+        while True:
+            try:
+                yield self._waiting.popleft()
+            except IndexError:
+                return
+
     @staticmethod
     def _names(folder: Path) -> list[str]:
         names = (entry.name[: -len(_DATA)] for entry in os.scandir(folder)
                  if entry.name.endswith(_DATA))
         return sorted(name for name in names if _NAME.fullmatch(name))
-
-
-@functools.cache
-def _flusher() -> ThreadPoolExecutor:
-    """Threads that fsync received files while their headers are checked (fsync frees the GIL)."""
-    return ThreadPoolExecutor(max_workers=8, thread_name_prefix="spool-fsync")
 
 
 def _check_name(name: str) -> None:
