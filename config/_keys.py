@@ -148,7 +148,8 @@ SPECS: dict[str, dict[str, Spec]] = {
         "store_open": Spec("bool", "true or false"),
     },
     "ingest": {
-        "workers": Spec("int", "an integer 1-64", lambda v: check_int_range(v, 1, 64)),
+        "workers": Spec("int", "an integer 0-64 (0: one fewer than the CPU cores, at least 1)",
+                        lambda v: check_int_range(v, 0, 64)),
     },
     "query": {
         "max_results": Spec(

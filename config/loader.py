@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.resources
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -324,7 +325,7 @@ def _build(
             loopback_store_open=values["policy.loopback_store_open"],
             store_open=values["policy.store_open"],
         ),
-        ingest=IngestSettings(workers=values["ingest.workers"]),
+        ingest=IngestSettings(workers=values["ingest.workers"] or _default_workers()),
         query=QuerySettings(max_results=values["query.max_results"]),
         logging=LoggingSettings(level=values["logging.level"].upper()),
         config_file=Path.cwd() / config_file if config_file else None,
@@ -332,3 +333,8 @@ def _build(
             (name, item.source) for name, item in given.items() if item.source != _EMBEDDED
         ),
     )
+
+
+def _default_workers() -> int:
+    """``ingest.workers = 0``: one worker per CPU core but one, left to the receiver."""
+    return max(1, (os.cpu_count() or 2) - 1)
