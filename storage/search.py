@@ -19,9 +19,13 @@ What is particular to the index:
   series; the patient-level counts are correlated sub-queries over the
   studies the caller may see.
 
-Rows come in primary-key order of the query level. :func:`stream` yields
-them as the cursor delivers them (a server-side cursor on PostgreSQL), so
-the first result is sent before the last match is read.
+There is no ``ORDER BY`` (PS3.4 defines no order of C-FIND responses): a
+sort would make every query read all its matches before the first one is
+sent, and it would push the planner to scan the query level's table in
+key order instead of starting from the most selective index.
+:func:`stream` yields rows as the cursor delivers them (a server-side
+cursor on PostgreSQL), so the first result is sent before the last match
+is read.
 """
 
 from __future__ import annotations
@@ -283,7 +287,7 @@ def compile_query(query: Query, dialect: str) -> Select[Any]:
     Returns
     -------
     sqlalchemy.Select
-        Without a LIMIT; ordered by the query level's primary key.
+        Without a LIMIT and without an order (see the module notes).
 
     Raises
     ------
@@ -298,7 +302,7 @@ def compile_query(query: Query, dialect: str) -> Select[Any]:
         statement = select(*columns).select_from(Patient).where(
             exists().where(inner.patient_fk == Patient.id, visible(query.scope, inner))
             .correlate(Patient)
-        ).order_by(Patient.id)
+        )
     else:
         statement = select(*columns)
         if level is Level.IMAGE:
@@ -312,8 +316,6 @@ def compile_query(query: Query, dialect: str) -> Select[Any]:
             statement = statement.join(Study, Series.study_fk == Study.id)
         statement = statement.join(Patient, Study.patient_fk == Patient.id).where(
             visible(query.scope))
-        pk = {Level.STUDY: Study.id, Level.SERIES: Series.id, Level.IMAGE: Instance.id}[level]
-        statement = statement.order_by(pk)
     conditions = key_conditions(level, query.keys, dialect, scope=query.scope,
                                 combined_datetime=query.combined_datetime)
     return statement.where(*conditions) if conditions else statement
