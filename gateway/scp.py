@@ -13,7 +13,8 @@ context rejected with reason 3, abstract syntax not supported (T19).
 Limits come from ``[limits]``: maximum associations (then A-ASSOCIATE-RJ
 transient, local limit exceeded), ACSE/DIMSE/network timeouts, maximum PDU.
 Every accepted socket gets TCP_NODELAY (without it, small DIMSE responses
-wait on Nagle's algorithm).
+wait on Nagle's algorithm). The contexts are built once and shared by every
+association (:mod:`gateway.contexts`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from .app import App
+from .contexts import SharedContexts
 from .find import handle_find, handle_sop_extended
 from .handlers import handle_echo, handle_store
 from .policy import admit, record_refusal
@@ -134,7 +136,8 @@ def start_listener(app: App, ae: AE | None = None) -> ThreadedAssociationServer:
         (evt.EVT_SOP_EXTENDED, handle_sop_extended),
     ]
     address = (app.settings.listener.bind, app.settings.listener.port)
-    server = ae.start_server(address, block=False, evt_handlers=handlers)
+    server = ae.start_server(address, block=False, evt_handlers=handlers,
+                             contexts=SharedContexts(ae.supported_contexts))
     if server is None:  # only a blocking server returns None
         raise RuntimeError("the listener did not start")
     host, port = server.server_address[:2]
