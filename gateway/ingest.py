@@ -43,6 +43,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.filewriter import dcmwrite
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from anonymizer import AnonymizationError, Result, anonymize
 import storage.audit as audit
@@ -192,9 +193,12 @@ class _Prepared:
     started: float
 
 
-def _prepare(app: App, entry: SpoolEntry, batch_sops: Container[str]
+def _prepare(app: App, entry: SpoolEntry, batch_sops: Container[str], reader: Session
              ) -> IngestOutcome | _Prepared | None:
-    """Steps 2-4 for one claimed entry; ``None`` when it must wait for the next batch."""
+    """Steps 2-4 for one claimed entry; ``None`` when it must wait for the next batch.
+
+    ``reader`` is the batch's read-only session, for the repeat check.
+    """
     started = time.monotonic()
     received_sha256 = _sha256(entry.path)
     try:
@@ -214,8 +218,7 @@ def _prepare(app: App, entry: SpoolEntry, batch_sops: Container[str]
         # a person reviewed it (dicom-gateway study release); every other check still applies
         logger.info("ingest sop=%s review=released", sop)
     try:
-        with session_scope(app.engine, readonly=True) as session:
-            exists, known_sha = index.instance_exists(session, sop)
+        exists, known_sha = index.instance_exists(reader, sop)
     except SQLAlchemyError as exc:
         return _retry(app, entry, sop, exc)
     if exists and known_sha == received_sha256:
@@ -327,20 +330,21 @@ def _batch(app: App, limit: int | None, only: Container[str] | None
     batch: list[_Prepared] = []
     deadline = time.monotonic() + BATCH_SECONDS
     drained = False
-    while len(batch) < BATCH and time.monotonic() < deadline:
-        if limit is not None and len(batch) + len(outcomes) >= limit:
-            break
-        entry = app.spool.claim(only)
-        if entry is None:
-            drained = True
-            break
-        prepared = _prepare(app, entry, {p.record.sop_instance_uid for p in batch})
-        if prepared is None:
-            break
-        if isinstance(prepared, _Prepared):
-            batch.append(prepared)
-            continue
-        outcomes.append(prepared)
-        if prepared is IngestOutcome.RETRY:
-            break
+    with session_scope(app.engine, readonly=True) as reader:
+        while len(batch) < BATCH and time.monotonic() < deadline:
+            if limit is not None and len(batch) + len(outcomes) >= limit:
+                break
+            entry = app.spool.claim(only)
+            if entry is None:
+                drained = True
+                break
+            prepared = _prepare(app, entry, {p.record.sop_instance_uid for p in batch}, reader)
+            if prepared is None:
+                break
+            if isinstance(prepared, _Prepared):
+                batch.append(prepared)
+                continue
+            outcomes.append(prepared)
+            if prepared is IngestOutcome.RETRY:
+                break
     return outcomes + _commit(app, batch), drained

@@ -139,7 +139,8 @@ def test_a_spool_left_by_a_crash_between_rename_and_commit_is_redone(
     _spool(app, tmp_path, 1)
     entry = app.spool.claim()
     assert entry is not None
-    prepared = ingest._prepare(app, entry, ())
+    with session_scope(app.engine, readonly=True) as reader:
+        prepared = ingest._prepare(app, entry, (), reader)
     assert isinstance(prepared, ingest._Prepared)
     written = app.store.path_of(prepared.record.file_path)
     assert written.exists()
