@@ -15,6 +15,9 @@ Tables (STYLE.md sections 2 and 3; the contrast is legacy ``Column`` and
     Append-only record of security-relevant events (RELIABILITY.md I5).
 ``quarantine``
     One row per spool file set aside, with its reason (RELIABILITY.md I2).
+``route``, ``route_destination``
+    Routing rules and the destination peers each sends to (ARCHITECTURE.md,
+    routing and forwarding; :mod:`storage.routes`).
 
 States and kinds are ``str`` Enums declared next to their table (STYLE.md
 section 1). Every change to this module needs a migration in
@@ -29,6 +32,7 @@ from typing import Any, Final
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     Dialect,
     Enum,
@@ -56,6 +60,8 @@ __all__ = [
     "PeerScope",
     "PseudonymMap",
     "QuarantineEntry",
+    "Route",
+    "RouteDestination",
     "Series",
     "Study",
     "StudyState",
@@ -354,3 +360,40 @@ class QuarantineEntry(Base):
     calling_ae_title: Mapped[str] = mapped_column(String(AE))
     sop_instance_uid: Mapped[str | None] = mapped_column(String(UID))
     released_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Route(Base):
+    """A routing rule: conditions on a study's attributes and where it goes.
+
+    Routes are evaluated in ascending ``priority``, then by ``name``.
+    ``conditions`` is a JSON array of ``KEYWORD=PATTERN`` strings in the order
+    given (all must match); the destinations are rows of
+    :class:`RouteDestination`. :mod:`storage.routes` validates both.
+    """
+
+    __tablename__ = "route"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(SHORT), unique=True)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    priority: Mapped[int] = mapped_column(Integer)
+    conditions: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class RouteDestination(Base):
+    """One destination peer of a route, in the order given.
+
+    The peer is referenced by id, so a peer that a route sends to cannot be
+    removed while the route names it; removing the route removes these rows.
+    """
+
+    __tablename__ = "route_destination"
+    __table_args__ = (Index("ix_route_destination_peer_fk", "peer_fk"),)
+
+    route_fk: Mapped[int] = mapped_column(
+        ForeignKey("route.id", ondelete="CASCADE"), primary_key=True
+    )
+    peer_fk: Mapped[int] = mapped_column(ForeignKey("peer.id"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)

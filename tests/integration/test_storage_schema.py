@@ -17,7 +17,7 @@ from storage.models import Base
 from storage.schema import current, head, upgrade
 
 TABLES = {"patient", "study", "series", "instance", "peer", "pseudonym_map", "audit",
-          "quarantine", "alembic_version"}
+          "quarantine", "route", "route_destination", "alembic_version"}
 
 
 def test_empty_database_has_no_revision(db_url: str) -> None:
@@ -25,7 +25,7 @@ def test_empty_database_has_no_revision(db_url: str) -> None:
     try:
         assert current(engine) is None
         upgrade(engine)
-        assert current(engine) == head() == "0002"
+        assert current(engine) == head() == "0003"
         assert set(inspect(engine).get_table_names()) == TABLES
     finally:
         engine.dispose()
@@ -149,7 +149,7 @@ def test_upgrade_from_0001_keeps_rows_and_fills_what_0002_adds(db_url: str) -> N
                 "VALUES ('clinic-a', 'CLINICA', '127.0.0.1', 104, 'source', "
                 "'2026-01-01 00:00:00+00:00')"))
         upgrade(engine)
-        assert current(engine) == "0002"
+        assert current(engine) == head()
         with session_scope(engine, readonly=True) as session:
             assert session.execute(text("SELECT patient_name_folded FROM patient")).scalar_one() \
                 == "anon^zoë"
