@@ -25,6 +25,7 @@ from gateway.cli import main
 from gateway.cli._exit import FAILED, NOT_FOUND, OK, UNREACHABLE, USAGE
 from gateway.node import Node
 from storage.db import session_scope
+from storage.schema import head
 from storage.spool import SpoolMeta
 from storage.studies import list_studies
 from tests.conftest import TEST_KEY_HEX, node_settings, wait_until
@@ -71,7 +72,7 @@ def test_db_current_fails_before_upgrade_and_passes_after(gw: Invoke) -> None:
 
     upgraded = gw("db", "upgrade")
     assert upgraded.exit_code == OK, upgraded.stderr
-    assert "0002" in upgraded.stdout
+    assert head() in upgraded.stdout
 
     after = gw("db", "current")
     assert after.exit_code == OK, after.stderr
