@@ -23,6 +23,7 @@ from .errors import StorageError, StorageFull
 from .filestore import FileStore, StoredFile
 from .index import AddOutcome
 from .models import AuditOutcome, MapKind, PeerScope, StudyState
+from .queue_models import ItemState, JobKind, JobState  # registers the queue's tables
 from .records import (
     AuditEvent,
     InstanceRecord,
@@ -42,6 +43,9 @@ __all__ = [
     "AuditOutcome",
     "FileStore",
     "InstanceRecord",
+    "ItemState",
+    "JobKind",
+    "JobState",
     "MapCipher",
     "MapEntry",
     "MapKind",

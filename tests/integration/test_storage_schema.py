@@ -17,7 +17,8 @@ from storage.models import Base
 from storage.schema import current, head, upgrade
 
 TABLES = {"patient", "study", "series", "instance", "peer", "pseudonym_map", "audit",
-          "quarantine", "route", "route_destination", "alembic_version"}
+          "quarantine", "route", "route_destination", "forward_job", "forward_item",
+          "alembic_version"}
 
 
 def test_empty_database_has_no_revision(db_url: str) -> None:
@@ -25,7 +26,7 @@ def test_empty_database_has_no_revision(db_url: str) -> None:
     try:
         assert current(engine) is None
         upgrade(engine)
-        assert current(engine) == head() == "0003"
+        assert current(engine) == head() == "0004"
         assert set(inspect(engine).get_table_names()) == TABLES
     finally:
         engine.dispose()
