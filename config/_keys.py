@@ -156,6 +156,17 @@ SPECS: dict[str, dict[str, Spec]] = {
             "int", "an integer 1-1000000", lambda v: check_int_range(v, 1, 1000000)
         ),
     },
+    "forward": {
+        "max_attempts": Spec("int", "an integer 1-1000", lambda v: check_int_range(v, 1, 1000)),
+        "first_delay_seconds": Spec(
+            "int", "seconds, 1-86400", lambda v: check_int_range(v, 1, 86400)),
+        "backoff_multiplier": Spec(
+            "int", "an integer 1-10", lambda v: check_int_range(v, 1, 10)),
+        "max_delay_seconds": Spec(
+            "int", "seconds, 1-604800", lambda v: check_int_range(v, 1, 604800)),
+        "lease_seconds": Spec("int", "seconds, 10-86400", lambda v: check_int_range(v, 10, 86400)),
+        "poll_seconds": Spec("int", "seconds, 1-3600", lambda v: check_int_range(v, 1, 3600)),
+    },
     "logging": {
         "level": Spec(
             "str",

@@ -26,6 +26,7 @@ from .errors import ConfigError
 from .schema import (
     AnonymizerSettings,
     DatabaseSettings,
+    ForwardSettings,
     IngestSettings,
     LimitsSettings,
     ListenerSettings,
@@ -327,6 +328,14 @@ def _build(
         ),
         ingest=IngestSettings(workers=values["ingest.workers"] or _default_workers()),
         query=QuerySettings(max_results=values["query.max_results"]),
+        forward=ForwardSettings(
+            max_attempts=values["forward.max_attempts"],
+            first_delay_seconds=values["forward.first_delay_seconds"],
+            backoff_multiplier=values["forward.backoff_multiplier"],
+            max_delay_seconds=values["forward.max_delay_seconds"],
+            lease_seconds=values["forward.lease_seconds"],
+            poll_seconds=values["forward.poll_seconds"],
+        ),
         logging=LoggingSettings(level=values["logging.level"].upper()),
         config_file=Path.cwd() / config_file if config_file else None,
         sources=tuple(

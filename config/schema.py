@@ -24,6 +24,7 @@ __all__ = [
     "LoggingSettings",
     "NodeSettings",
     "QuerySettings",
+    "ForwardSettings",
     "Settings",
     "StorageSettings",
     "redact_url",
@@ -134,6 +135,18 @@ class QuerySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ForwardSettings:
+    """``[forward]``: the forward queue's retry policy, leases and polling."""
+
+    max_attempts: int
+    first_delay_seconds: int
+    backoff_multiplier: int
+    max_delay_seconds: int
+    lease_seconds: int
+    poll_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
 class LoggingSettings:
     """``[logging]``: the node's log level."""
 
@@ -146,7 +159,7 @@ class Settings:
 
     Attributes
     ----------
-    node, listener, storage, database, anonymizer, limits, policy, ingest, query, logging
+    node, listener, storage, database, anonymizer, limits, policy, ingest, query, forward, logging
         One value per TOML section.
     config_file : pathlib.Path | None
         The user file that was read, or ``None`` when only the embedded
@@ -165,6 +178,7 @@ class Settings:
     policy: PolicySettings
     ingest: IngestSettings
     query: QuerySettings
+    forward: ForwardSettings
     logging: LoggingSettings
     config_file: Path | None = field(default=None, compare=False)
     sources: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
@@ -237,6 +251,7 @@ SECTIONS: Final[tuple[str, ...]] = (
     "policy",
     "ingest",
     "query",
+    "forward",
     "logging",
 )
 

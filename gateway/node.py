@@ -1,4 +1,4 @@
-"""A running node: the listener, the ingest workers, and their start-up repair.
+"""A running node: the listener, the ingest workers, the clock, and their start-up repair.
 
 ``Node(app).start()`` is what ``dicom-gateway serve`` runs and what the
 integration tests start on a free loopback port. Before it listens it
@@ -17,6 +17,7 @@ from pathlib import Path
 from pynetdicom.transport import ThreadedAssociationServer
 
 from .app import App
+from .clock import Clock
 from .policy import is_loopback
 from .scp import build_ae, start_listener
 from .workers import WorkerProcesses, WorkerThreads
@@ -39,6 +40,7 @@ class Node:
         self.app = app
         self.server: ThreadedAssociationServer | None = None
         count = app.settings.ingest.workers
+        self.clock = Clock(app)
         self.workers: WorkerThreads | WorkerProcesses = (
             WorkerProcesses(app, count) if worker_processes else WorkerThreads(app, count))
 
@@ -83,8 +85,10 @@ class Node:
                            settings.listener.bind)
         self.workers.start()
         self.server = start_listener(self.app, build_ae(self.app))
+        self.clock.start()
 
     def stop(self) -> None:
+        self.clock.stop()
         if self.server is not None:
             self.server.shutdown()
             self.server = None

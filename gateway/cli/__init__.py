@@ -66,6 +66,8 @@ _COMMANDS: list[str] = [
     "gateway.cli.import_:import_",
     "gateway.cli.ingest:ingest",
     "gateway.cli.peer:peer",
+    "gateway.cli.queue:queue",
+    "gateway.cli.route:route",
     "gateway.cli.serve:serve",
     "gateway.cli.study:study",
 ]

@@ -32,6 +32,7 @@ import storage.quarantine as quarantine_records
 from gateway.cli._context import AppContext, pass_app
 from gateway.cli._exit import translate_errors
 from gateway.cli._node import node_app, print_record, print_table, storage_failure
+from gateway.cli.queue import forward
 from gateway.errors import GatewayError, NotFoundError, UsageError
 from gateway.ingest import IngestOutcome, run_once
 from storage.db import session_scope
@@ -364,3 +365,6 @@ def release(app: AppContext, name: str) -> None:
         outcome = IngestOutcome.RETRY.value if report.retry else "queued"
         click.echo(f"released {name}: {outcome}; the node or: dicom-gateway ingest run --once "
                    "finishes it")
+
+
+study.add_command(forward)  # dicom-gateway study forward: gateway/cli/queue.py

@@ -149,7 +149,7 @@ def test_config_show_json_is_one_document(workdir: Path) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert list(data) == ["node", "listener", "storage", "database", "anonymizer", "limits",
-                          "policy", "ingest", "query", "logging"]
+                          "policy", "ingest", "query", "forward", "logging"]
     assert data["node"] == {"ae_title": "GATEWAY"}
     assert data["listener"] == {"bind": "127.0.0.1", "port": 11113}
     assert data["storage"] == {"data_dir": str(workdir / "var")}
@@ -166,7 +166,7 @@ def test_config_show_text_is_aligned(workdir: Path) -> None:
 
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert len(lines) == 25  # 24 keys plus database.effective_url
+    assert len(lines) == 31  # 30 keys plus database.effective_url
     assert len({line.index(" = ") for line in lines}) == 1
     port = next(line for line in lines if line.startswith("listener.port "))
     assert port.split(" = ")[1] == "11113  # from DICOM_GATEWAY_LISTENER__PORT"
