@@ -5,9 +5,12 @@ ARCHITECTURE.md, peers and access: every remote AE is a peer with roles
 and ``destination`` (we send to it), optionally pinned to one address
 (RELIABILITY.md T02). A query or retrieve peer has a scope: ``all``,
 ``sent`` (the studies it sent; the default) or ``routed`` (the studies
-routed to it; routing does not exist yet, so nothing until it does). A peer has a lowercase slug for people and the
-database; its AE title is a field, not its name (STYLE.md section 3). Every
-value is checked here, with a message naming the field and the rule.
+routed to it; routing does not exist yet, so nothing until it does). A peer
+has a lowercase slug for people and the database; its AE title is a field,
+not its name (STYLE.md section 3). Every value is checked here, with a
+message naming the field and the rule. A peer that a route sends to
+(:mod:`storage.routes`) keeps its ``destination`` role and is not removed
+until no route names it.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from sqlalchemy.orm import Session
 from .errors import StorageError
 from .models import Peer, PeerScope
 from .records import PeerRecord
+from .routes import routes_to
 
 __all__ = [
     "ROLES", "SCOPES", "PeerChanges", "add", "by_ae_title", "get", "list_all", "remove", "update",
@@ -198,8 +202,21 @@ def list_all(session: Session) -> list[PeerRecord]:
     return [_record(row) for row in rows]
 
 
+def _routed_to(session: Session, slug: str) -> str:
+    return ", ".join(routes_to(session, slug))
+
+
 def remove(session: Session, slug: str) -> bool:
-    """Remove a peer; ``False`` when there was none with this slug."""
+    """Remove a peer; ``False`` when there was none with this slug.
+
+    Raises
+    ------
+    StorageError
+        When a route sends to the peer (the routes are named).
+    """
+    if names := _routed_to(session, slug):
+        raise StorageError(f"peer {slug!r} is a destination of route {names}; remove it "
+                           "from there first (dicom-gateway route export, edit, import)")
     result = session.execute(delete(Peer).where(Peer.slug == slug))
     return bool(getattr(result, "rowcount", 0))
 
@@ -226,7 +243,8 @@ def update(session: Session, slug: str, /, **changes: Unpack[PeerChanges]) -> Pe
     Raises
     ------
     StorageError
-        When a value breaks its rule or a field is not one of the above.
+        When a value breaks its rule, a field is not one of the above, or
+        the destination role is dropped while a route sends to the peer.
     """
     unknown = sorted(set(changes) - set(PeerChanges.__annotations__))
     if unknown:
@@ -241,7 +259,11 @@ def update(session: Session, slug: str, /, **changes: Unpack[PeerChanges]) -> Pe
     if "port" in changes:
         row.port = _check_port(changes["port"])
     if "roles" in changes:
-        row.roles = ",".join(_check_roles(changes["roles"]))
+        roles = _check_roles(changes["roles"])
+        if "destination" not in roles and (names := _routed_to(session, slug)):
+            raise StorageError(f"peer roles: expected destination among them, got "
+                               f"{','.join(roles)}: route {names} sends to {slug!r}")
+        row.roles = ",".join(roles)
     if "pinned_address" in changes:
         row.pinned_address = _check_address(changes["pinned_address"])
     if "scope" in changes:
