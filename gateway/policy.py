@@ -14,7 +14,16 @@ peer without the ``source`` role that sends a C-STORE, and any caller
 without the ``query`` role that sends a C-FIND (unregistered local callers
 included: loopback is open to echo and store only), get 0x0124 "Refused:
 Not Authorised" (PS3.7 C). Every refusal leaves an audit record (I5). An
-admitted peer carries its scope, which bounds what it finds.
+admitted peer carries its scope, which bounds what it finds and retrieves.
+
+C-MOVE and C-GET need the ``retrieve`` role. A C-MOVE sends only to a peer
+with the ``destination`` role, at the host and port the peer table holds
+(never an address the caller gives, RELIABILITY.md T24); which one a
+caller may name depends on its scope (:func:`move_destination`): ``all``
+any destination peer; ``sent`` and ``routed`` only the caller's own
+machine, that is its own peer entry or a destination peer registered with
+the same host, so that a clinic pulls its studies back to itself and never
+sends them to a third party.
 """
 
 from __future__ import annotations
@@ -27,10 +36,14 @@ import storage.audit as audit
 import storage.peers as peers
 from storage.db import session_scope
 from storage.models import PeerScope
+from storage.records import PeerRecord
 
 from .app import App
 
-__all__ = ["Decision", "admit", "is_loopback", "may_query", "may_store"]
+__all__ = [
+    "Decision", "admit", "is_loopback", "may_query", "may_retrieve", "may_store",
+    "move_destination",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +107,50 @@ def may_store(decision: Decision) -> bool:
 def may_query(decision: Decision) -> bool:
     """A C-FIND needs a registered peer with the ``query`` role."""
     return decision.peer_slug is not None and "query" in decision.roles
+
+
+def may_retrieve(decision: Decision) -> bool:
+    """A C-MOVE or C-GET needs a registered peer with the ``retrieve`` role."""
+    return decision.peer_slug is not None and "retrieve" in decision.roles
+
+
+def move_destination(app: App, decision: Decision,
+                     ae_title: str) -> tuple[PeerRecord | None, bool]:
+    """The destination peer a C-MOVE names, and whether this caller may send to it.
+
+    Parameters
+    ----------
+    app : App
+        The node.
+    decision : Decision
+        The caller's admission (its peer and scope).
+    ae_title : str
+        The request's Move Destination.
+
+    Returns
+    -------
+    tuple[PeerRecord | None, bool]
+        ``(None, False)`` when no peer with the ``destination`` role has this
+        AE title (0xA801, move destination unknown); otherwise the peer (the
+        first by slug the caller may use, if any) and whether it may
+        (``False``: 0xC801, see the module notes).
+    """
+    with session_scope(app.engine, readonly=True) as session:
+        known = [peer for peer in peers.by_ae_title(session, ae_title)
+                 if "destination" in peer.roles]
+        caller = peers.get(session, decision.peer_slug) if decision.peer_slug else None
+    if not known:
+        return None, False
+    allowed = [peer for peer in known if _may_send_to(decision, caller, peer)]
+    return (allowed or known)[0], bool(allowed)
+
+
+def _may_send_to(decision: Decision, caller: PeerRecord | None, peer: PeerRecord) -> bool:
+    if decision.scope is PeerScope.ALL:
+        return True
+    if caller is None:
+        return False
+    return peer.slug == caller.slug or peer.host.strip().lower() == caller.host.strip().lower()
 
 
 def record_refusal(app: App, event: str, calling_ae: str, reason: str) -> None:
