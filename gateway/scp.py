@@ -5,10 +5,15 @@ class pynetdicom knows, each with the transfer syntaxes below, accepted as
 received: compressed pixel data is never decoded here. Query/Retrieve FIND
 SCP (C.4.1) for the Patient Root and Study Root information models, over the
 uncompressed syntaxes (:mod:`gateway.find`), with SOP Class Extended
-Negotiation answered for combined date-time matching only. Deflated Explicit VR
-Little Endian is not offered (RELIABILITY T18: a small deflated stream can
-inflate to gigabytes). A SOP class outside this list gets its presentation
-context rejected with reason 3, abstract syntax not supported (T19).
+Negotiation answered for combined date-time matching only; MOVE (C.4.2) and
+GET (C.4.3) SCP for both models (:mod:`gateway.retrieve`). The storage
+contexts accept SCP/SCU role selection (PS3.4 C.4.3, PS3.7 D.3.3.4): a
+C-GET caller takes the Storage SCP role and the node sends on its
+association; a caller that proposes no roles keeps the default ones.
+Deflated Explicit VR Little Endian is not offered (RELIABILITY T18: a small
+deflated stream can inflate to gigabytes). A SOP class outside this list
+gets its presentation context rejected with reason 3, abstract syntax not
+supported (T19).
 
 Limits come from ``[limits]``: maximum associations (then A-ASSOCIATE-RJ
 transient, local limit exceeded), ACSE/DIMSE/network timeouts, maximum PDU.
@@ -37,7 +42,7 @@ from pydicom.uid import (
     JPEGLSNearLossless,
     RLELossless,
 )
-from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom import AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelFind,
@@ -49,6 +54,7 @@ from .contexts import SharedContexts
 from .find import handle_find, handle_sop_extended
 from .handlers import handle_echo, handle_store
 from .policy import admit, record_refusal
+from .retrieve import GET_SOP_CLASSES, MOVE_SOP_CLASSES, RetrieveAE, handle_get, handle_move
 
 __all__ = [
     "FIND_TRANSFER_SYNTAXES", "TRANSFER_SYNTAXES", "build_ae", "set_tcp_nodelay", "start_listener",
@@ -80,22 +86,24 @@ TRANSFER_SYNTAXES = [
 ]
 
 
-def build_ae(app: App) -> AE:
+def build_ae(app: App) -> RetrieveAE:
     """The AE with its contexts and limits (no listener yet)."""
     settings = app.settings
-    ae = AE(ae_title=settings.node.ae_title)
+    ae = RetrieveAE(ae_title=settings.node.ae_title)
     limits = settings.limits
     ae.maximum_associations = limits.max_associations
     ae.acse_timeout = limits.acse_timeout
     ae.dimse_timeout = limits.dimse_timeout
     ae.network_timeout = limits.network_timeout
+    ae.connection_timeout = limits.acse_timeout  # a C-MOVE's connection to its destination
     ae.maximum_pdu_size = limits.max_pdu
     ae.require_called_aet = True
     ae.add_supported_context(VERIFICATION)
     for context in AllStoragePresentationContexts:
         if context.abstract_syntax is not None:
-            ae.add_supported_context(context.abstract_syntax, TRANSFER_SYNTAXES)
-    for sop_class in FIND_SOP_CLASSES:
+            ae.add_supported_context(context.abstract_syntax, TRANSFER_SYNTAXES,
+                                     scu_role=True, scp_role=True)
+    for sop_class in (*FIND_SOP_CLASSES, *MOVE_SOP_CLASSES, *GET_SOP_CLASSES):
         ae.add_supported_context(sop_class, FIND_TRANSFER_SYNTAXES)
     return ae
 
@@ -124,7 +132,7 @@ def _on_requested(event: Any, app: App) -> None:
     assoc.gateway_decision = decision
 
 
-def start_listener(app: App, ae: AE | None = None) -> ThreadedAssociationServer:
+def start_listener(app: App, ae: RetrieveAE | None = None) -> ThreadedAssociationServer:
     """Start serving on ``listener.bind``:``listener.port`` (port 0 picks a free one)."""
     ae = ae or build_ae(app)
     handlers: list[Any] = [
@@ -133,6 +141,8 @@ def start_listener(app: App, ae: AE | None = None) -> ThreadedAssociationServer:
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_C_STORE, handle_store, [app]),
         (evt.EVT_C_FIND, handle_find, [app]),
+        (evt.EVT_C_MOVE, handle_move, [app]),
+        (evt.EVT_C_GET, handle_get, [app]),
         (evt.EVT_SOP_EXTENDED, handle_sop_extended),
     ]
     address = (app.settings.listener.bind, app.settings.listener.port)
