@@ -106,14 +106,19 @@ def run_due(app: App, limit: int | None = None, *, now: datetime | None = None) 
 
 
 def _contexts(items: list[jobs.ItemToSend]) -> list[tuple[str, list[str]]]:
-    """Per SOP class: the stored transfer syntaxes first, then the uncompressed ones."""
-    wanted: dict[str, list[str]] = {}
+    """The presentation contexts to propose (PS3.8 9.3.2.2): one per acceptor's choice.
+
+    An acceptor accepts one transfer syntax per context, so each (SOP class,
+    stored transfer syntax) gets a context of its own, and each SOP class one
+    more with the uncompressed syntaxes, for what the destination will not
+    take as stored (sent decompressed).
+    """
+    proposed: list[tuple[str, list[str]]] = []
     for item in items:
-        syntaxes = wanted.setdefault(item.sop_class_uid, [])
-        if item.transfer_syntax_uid not in syntaxes:
-            syntaxes.insert(0, item.transfer_syntax_uid)
-    return [(sop_class, syntaxes + [ts for ts in _UNCOMPRESSED if ts not in syntaxes])
-            for sop_class, syntaxes in wanted.items()]
+        for syntaxes in ([item.transfer_syntax_uid], [str(ts) for ts in _UNCOMPRESSED]):
+            if (item.sop_class_uid, syntaxes) not in proposed:
+                proposed.append((item.sop_class_uid, syntaxes))
+    return proposed
 
 
 def _associate(app: App, peer_slug: str, items: list[jobs.ItemToSend]) -> Association | str:
@@ -181,7 +186,7 @@ def send_job(app: App, job: jobs.JobRecord, owner: str) -> jobs.JobRecord | None
                     _record(app, job.id, pending)
                     pending = []
         except (OSError, ValueError, RuntimeError) as exc:
-            error = f"sending failed ({type(exc).__name__})"
+            error = f"sending failed ({type(exc).__name__}: {str(exc)[:160]})"
         finally:
             if assoc.is_established:
                 assoc.release()

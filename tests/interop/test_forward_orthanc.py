@@ -1,0 +1,154 @@
+"""Forwarding to a consulting institute: DCMTK storescu -> the node -> Orthanc.
+
+The node is started as a user starts it (``dicom-gateway serve``); Orthanc,
+on loopback, is the institute, and its REST API is how the tests see what
+arrived. The node's clock sends due jobs every second here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import Result
+
+from tests.conftest import require_tool, wait_until
+from tests.corpus import Corpus, make_clinic_study
+from tests.interop.conftest import ServedNode, free_port
+from tests.interop.orthanc import Orthanc, start_orthanc
+
+pytestmark = pytest.mark.interop
+
+FAST = {"DICOM_GATEWAY_FORWARD__POLL_SECONDS": "1",
+        "DICOM_GATEWAY_FORWARD__FIRST_DELAY_SECONDS": "1",
+        "DICOM_GATEWAY_FORWARD__MAX_DELAY_SECONDS": "2"}
+
+
+def _store(node: ServedNode, folder: Path) -> None:
+    run = subprocess.run(
+        [require_tool("storescu", "dcmtk"), "-aet", "CLINIC", "-aec", "GATEWAY", "+sd",
+         "--propose-lossless",
+         "127.0.0.1", str(node.port), str(folder)],
+        capture_output=True, text=True, env={**os.environ, "TCP_NODELAY": "1"}, check=False,
+        timeout=300)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-2000:]
+
+
+def _series(study: Corpus, numbers: set[int], folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    for key, path in study.files.items():
+        if int(key.split("_")[0][1:]) in numbers:
+            shutil.copy(path, folder / path.name)
+    return folder
+
+
+def _gw(cli: Callable[..., Result], node: ServedNode) -> Callable[..., Result]:
+    def run(*args: str) -> Result:
+        return cli(*args, DICOM_GATEWAY_DATABASE__URL=node.database_url,
+                   DICOM_GATEWAY_STORAGE__DATA_DIR=str(node.data_dir))
+    return run
+
+
+def _jobs(gw: Callable[..., Result]) -> list[dict[str, Any]]:
+    listed = gw("queue", "list", "--json")
+    assert listed.exit_code == 0, listed.output
+    jobs: list[dict[str, Any]] = json.loads(listed.stdout)
+    return jobs
+
+
+def _study_uid(gw: Callable[..., Result]) -> str:
+    studies = json.loads(gw("study", "list", "--json").stdout)
+    assert len(studies) == 1, studies
+    return str(studies[0]["study_instance_uid"])
+
+
+def _orthanc_sops(pacs: Orthanc) -> list[str]:
+    return [pacs.get(f"/instances/{iid}/simplified-tags")["SOPInstanceUID"]
+            for iid in pacs.get("/instances")]
+
+
+def test_a_study_goes_to_the_institute_de_identified_and_late_series_follow_alone(
+    serve: Callable[..., ServedNode], orthanc: Callable[..., Orthanc],
+    cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    study = make_clinic_study(tmp_path / "study", series=3, per_series=8)
+    pacs = orthanc()
+    node = serve(**FAST)
+    gw = _gw(cli, node)
+    added = gw("peer", "add", "institute", "--ae-title", pacs.ae_title, "--host", "127.0.0.1",
+               "--port", str(pacs.dicom_port), "--role", "destination")
+    assert added.exit_code == 0, added.output
+
+    _store(node, _series(study, {1, 2}, tmp_path / "first"))
+    wait_until(lambda: bool(json.loads(gw("study", "list", "--json").stdout))
+               and json.loads(gw("study", "list", "--json").stdout)[0]
+               ["number_of_study_related_instances"] == 16, timeout=120, what="16 indexed")
+    uid = _study_uid(gw)
+    queued = gw("study", "forward", uid, "--to", "institute")
+    assert queued.exit_code == 0 and "16 instance(s)" in queued.stdout, queued.output
+    wait_until(lambda: [j["state"] for j in _jobs(gw)] == ["done"], timeout=120,
+               what="the job delivered by the node's clock")
+    [job] = _jobs(gw)
+    assert (job["kind"], job["sent"], job["failed"], job["confirmed_by"]) == (
+        "initial", 16, 0, "c-store-status")
+    assert len(pacs.get("/instances")) == 16
+
+    # nothing identifying reached the institute, in any stored byte
+    for iid in pacs.get("/instances"):
+        stored = pacs.request("GET", f"/instances/{iid}/file")
+        assert isinstance(stored, bytes)
+        assert not [token for token in study.tokens if token.encode() in stored], iid
+    # forwarding again sends nothing: the institute has every instance
+    again = gw("study", "forward", uid, "--to", "institute")
+    assert again.exit_code == 0 and "nothing to send" in again.stdout
+
+    # a late series: a follow-up job with only its instances
+    _store(node, _series(study, {3}, tmp_path / "late"))
+    wait_until(lambda: json.loads(gw("study", "list", "--json").stdout)[0]
+               ["number_of_study_related_instances"] == 24, timeout=120, what="24 indexed")
+    follow = gw("study", "forward", uid, "--to", "institute", "--now")
+    assert follow.exit_code == 0 and "8 instance(s)" in follow.stdout, follow.output
+    wait_until(lambda: all(j["state"] == "done" for j in _jobs(gw)), timeout=60,
+               what="the follow-up delivered")
+    kinds = sorted((j["kind"], j["sent"]) for j in _jobs(gw))
+    assert kinds == [("follow-up", 8), ("initial", 16)]
+    sops = _orthanc_sops(pacs)
+    assert len(sops) == len(set(sops)) == 24, "an instance reached the institute twice"
+    assert not [t for t in study.tokens if t in node.log.read_text()]
+
+
+def test_an_institute_that_is_down_gets_the_study_once_it_is_back(
+    serve: Callable[..., ServedNode], cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    study = make_clinic_study(tmp_path / "study", series=1, per_series=12)
+    dicom_port = free_port()
+    node = serve(**FAST)
+    gw = _gw(cli, node)
+    assert gw("peer", "add", "institute", "--ae-title", "ORTHANC", "--host", "127.0.0.1",
+              "--port", str(dicom_port), "--role", "destination").exit_code == 0
+    _store(node, study.root)
+    wait_until(lambda: bool(json.loads(gw("study", "list", "--json").stdout)), timeout=120,
+               what="the study indexed")
+    wait_until(lambda: json.loads(gw("study", "list", "--json").stdout)[0]
+               ["number_of_study_related_instances"] == 12, timeout=120, what="12 indexed")
+    assert gw("study", "forward", _study_uid(gw), "--to", "institute").exit_code == 0
+    wait_until(lambda: _jobs(gw)[0]["attempts"] >= 2, timeout=60,
+               what="attempts against the stopped institute")
+    [job] = _jobs(gw)
+    assert job["state"] in ("pending", "sending") and job["sent"] == 0
+    assert "association" in job["last_error"] or job["state"] == "sending", job
+
+    pacs = start_orthanc(tmp_path / "orthanc", free_port(), dicom_port)
+    try:
+        wait_until(lambda: _jobs(gw)[0]["state"] == "done", timeout=60,
+                   what="delivered once the institute is back")
+        sops = _orthanc_sops(pacs)
+        assert len(sops) == len(set(sops)) == 12
+    finally:
+        pacs.stop()
