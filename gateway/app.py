@@ -8,7 +8,8 @@ for ``serve``, and the CLI commands and the tests use the same ``App``.
 
 pynetdicom's process-wide switches are set once, here:
 ``STORE_RECV_CHUNKED_DATASET`` (received datasets stream to a file instead
-of memory), ``LOG_REQUEST_IDENTIFIERS``/``LOG_RESPONSE_IDENTIFIERS`` off
+of memory), ``STORE_SEND_CHUNKED_DATASET`` (a C-STORE given a file path
+sends the file's bytes as they are, never decoded: the forwarder), ``LOG_REQUEST_IDENTIFIERS``/``LOG_RESPONSE_IDENTIFIERS`` off
 (identifiers carry PHI), ``ENFORCE_UID_CONFORMANCE`` on (a malformed UID in a
 command is refused) and ``UNRESTRICTED_STORAGE_SERVICE`` off (only known
 storage SOP classes are accepted).
@@ -46,6 +47,7 @@ logger = logging.getLogger(__name__)
 def configure_pynetdicom() -> None:
     """pynetdicom's process-wide switches, as the node needs them."""
     pynetdicom_config.STORE_RECV_CHUNKED_DATASET = True
+    pynetdicom_config.STORE_SEND_CHUNKED_DATASET = True
     pynetdicom_config.LOG_REQUEST_IDENTIFIERS = False
     pynetdicom_config.LOG_RESPONSE_IDENTIFIERS = False
     pynetdicom_config.ENFORCE_UID_CONFORMANCE = True

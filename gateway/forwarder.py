@@ -35,6 +35,7 @@ import socket
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -141,10 +142,17 @@ def _associate(app: App, peer_slug: str, items: list[jobs.ItemToSend]) -> Associ
     return assoc
 
 
-def _dataset(app: App, item: jobs.ItemToSend, accepted: set[tuple[str, str]]) -> Dataset:
-    ds = dcmread(app.store.path_of(item.file_path), defer_size=_DEFER_BYTES)
-    if ((item.sop_class_uid, item.transfer_syntax_uid) not in accepted
-            and ds.file_meta.TransferSyntaxUID.is_compressed):
+def _dataset(app: App, item: jobs.ItemToSend, accepted: set[tuple[str, str]]) -> Dataset | Path:
+    """The stored file itself when its transfer syntax was accepted, else a decoded copy.
+
+    A path is sent as the file's bytes, never decoded (pynetdicom's
+    ``STORE_SEND_CHUNKED_DATASET``, set in :mod:`gateway.app`).
+    """
+    path = app.store.path_of(item.file_path)
+    if (item.sop_class_uid, item.transfer_syntax_uid) in accepted:
+        return path
+    ds = dcmread(path, defer_size=_DEFER_BYTES)
+    if ds.file_meta.TransferSyntaxUID.is_compressed:
         ds.decompress()  # to Explicit VR Little Endian, through pydicom's pixel data handlers
     return ds
 
