@@ -166,6 +166,8 @@ SPECS: dict[str, dict[str, Spec]] = {
             "int", "seconds, 1-604800", lambda v: check_int_range(v, 1, 604800)),
         "lease_seconds": Spec("int", "seconds, 10-86400", lambda v: check_int_range(v, 10, 86400)),
         "poll_seconds": Spec("int", "seconds, 1-3600", lambda v: check_int_range(v, 1, 3600)),
+        "stable_after_seconds": Spec(
+            "int", "seconds, 0-86400", lambda v: check_int_range(v, 0, 86400)),
     },
     "logging": {
         "level": Spec(

@@ -335,6 +335,7 @@ def _build(
             max_delay_seconds=values["forward.max_delay_seconds"],
             lease_seconds=values["forward.lease_seconds"],
             poll_seconds=values["forward.poll_seconds"],
+            stable_after_seconds=values["forward.stable_after_seconds"],
         ),
         logging=LoggingSettings(level=values["logging.level"].upper()),
         config_file=Path.cwd() / config_file if config_file else None,

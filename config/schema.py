@@ -144,6 +144,7 @@ class ForwardSettings:
     max_delay_seconds: int
     lease_seconds: int
     poll_seconds: int
+    stable_after_seconds: int
 
 
 @dataclass(frozen=True, slots=True)

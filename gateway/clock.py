@@ -1,11 +1,13 @@
 """The node's clock: APScheduler fires periodic work and keeps no state of its own.
 
 ARCHITECTURE.md, routing and forwarding: the scheduler is the clock only.
-Each firing asks the database what is due (:func:`gateway.forwarder.run_due`
-leases due jobs), so a restart loses nothing: the queue is the truth. Jobs
-never overlap themselves (``max_instances=1``) and missed firings collapse
-into one (``coalesce``). Every ``forward.poll_seconds`` the forwarder runs;
-the first run is at start, so jobs left by a previous run resume at once.
+Each firing asks the database what is due: the stability sweep
+(:func:`gateway.router.route_stable`) queues jobs for studies that became
+stable, then :func:`gateway.forwarder.run_due` leases and sends due jobs.
+A restart loses nothing: the index and the queue are the truth. Firings
+never overlap (``max_instances=1``) and missed ones collapse into one
+(``coalesce``). The clock fires every ``forward.poll_seconds``, first at
+start, so work left by a previous run resumes at once.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from .app import App
 from .forwarder import run_due
+from .router import route_stable
 
 __all__ = ["Clock"]
 
@@ -32,7 +35,7 @@ class Clock:
 
     def start(self) -> None:
         self._scheduler.add_job(
-            self._forward, "interval", seconds=self._app.settings.forward.poll_seconds,
+            self._tick, "interval", seconds=self._app.settings.forward.poll_seconds,
             id="forward", max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
         self._scheduler.start()
 
@@ -41,7 +44,12 @@ class Clock:
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
 
-    def _forward(self) -> None:
+    def _tick(self) -> None:
+        """Route what became stable, then send what is due (jobs just queued included)."""
+        try:
+            route_stable(self._app)
+        except Exception:  # the clock keeps ticking; the studies are routed next time
+            logger.exception("route sweep error")
         try:
             report = run_due(self._app)
         except Exception:  # the clock keeps ticking; the job stays in the queue

@@ -270,6 +270,7 @@ def _index(session: Session, r: InstanceRecord) -> None:
             modalities_in_study=_merged(locked.modalities_in_study, r.modality),
             sop_classes_in_study=_merged(locked.sop_classes_in_study, r.sop_class_uid),
             last_received_at=max(locked.last_received_at, r.received_at),
+            routed_at=None,  # a new instance: the routes apply again once the study is stable
         )
     )
 

@@ -32,11 +32,12 @@ from sqlalchemy.orm import Session
 
 from .db import dialect_of
 from .errors import StorageError
-from .models import Instance, Series, Study
+from .models import Instance, Series, Study, StudyState
 from .queue_models import OPEN_STATES, ForwardItem, ForwardJob, ItemState, JobKind, JobState
 
-__all__ = ["ItemToSend", "JobRecord", "RetryPolicy", "claim_due", "enqueue", "finish", "get",
-           "items_to_send", "list_jobs", "record_items", "retry", "cancel"]
+__all__ = ["ItemToSend", "JobRecord", "RetryPolicy", "cancel", "claim_due", "enqueue", "finish",
+           "get", "items_to_send", "list_jobs", "mark_routed", "record_items", "retry",
+           "unrouted_stable"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,3 +291,29 @@ def cancel(session: Session, job_id: int, now: datetime) -> JobRecord:
     job.updated_at = now
     session.flush()
     return _record(session, job)
+
+
+def unrouted_stable(session: Session, now: datetime, stable_after_seconds: int,
+                    limit: int = 100) -> list[str]:
+    """Studies to route now: active, quiet for ``stable_after_seconds``, new since last routed.
+
+    A study is stable once no instance has arrived for that long; it needs
+    routing when it never was, or when an instance was indexed after it was
+    (indexing clears ``routed_at``): a follow-up. On PostgreSQL the rows are
+    locked ``FOR UPDATE SKIP LOCKED`` until the caller commits, so sweeps on
+    several nodes share the work.
+    """
+    cutoff = now - timedelta(seconds=stable_after_seconds)
+    query = (select(Study.study_instance_uid)
+             .where(Study.state == StudyState.ACTIVE, Study.last_received_at <= cutoff,
+                    Study.routed_at.is_(None))
+             .order_by(Study.last_received_at).limit(limit))
+    if dialect_of(session) == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return [str(uid) for uid in session.scalars(query)]
+
+
+def mark_routed(session: Session, study_instance_uid: str, now: datetime) -> None:
+    """Record that the routes were applied to a study at ``now``."""
+    session.execute(update(Study).where(Study.study_instance_uid == study_instance_uid)
+                    .values(routed_at=now))

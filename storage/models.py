@@ -236,6 +236,9 @@ class Study(Base):
     calling_ae_title: Mapped[str] = mapped_column(String(AE))
     first_received_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: when the routes were last applied to it; None: never, or an instance was indexed
+    #: since, so it is routed (again) once stable (storage.jobs.unrouted_stable)
+    routed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     state: Mapped[StudyState] = mapped_column(_str_enum(StudyState))
 
 

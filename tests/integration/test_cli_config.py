@@ -166,7 +166,7 @@ def test_config_show_text_is_aligned(workdir: Path) -> None:
 
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert len(lines) == 31  # 30 keys plus database.effective_url
+    assert len(lines) == 32  # 31 keys plus database.effective_url
     assert len({line.index(" = ") for line in lines}) == 1
     port = next(line for line in lines if line.startswith("listener.port "))
     assert port.split(" = ")[1] == "11113  # from DICOM_GATEWAY_LISTENER__PORT"
