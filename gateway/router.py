@@ -11,8 +11,11 @@ instances gets a follow-up with just those, and a changed route never
 re-sends what was delivered). The job's priority is the route's, negated:
 routes with a lower priority number are evaluated and sent first.
 
-Quarantined studies are not swept (their state is not active); once
-released they are. Each routed study gets an audit record naming the routes
+Stability is judged by receive time, so the sweep waits while ingest is
+behind: as long as the spool holds an entry accepted before the stability
+cut-off, an instance of a "stable" study may not be indexed yet, and no
+study is routed. Quarantined studies are not swept (their state is not
+active); once released they are. Each routed study gets an audit record naming the routes
 that matched and the destinations (no PHI). Safe on several nodes at once:
 on PostgreSQL the studies are locked ``SKIP LOCKED`` until the sweep's
 transaction commits.
@@ -21,7 +24,7 @@ transaction commits.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import storage.audit as audit
 import storage.jobs as jobs
@@ -39,6 +42,12 @@ logger = logging.getLogger(__name__)
 def route_stable(app: App, now: datetime | None = None) -> int:
     """Route every study that is due now (see the module docstring); how many were routed."""
     moment = now or datetime.now(UTC)
+    waiting = app.spool.oldest()
+    if waiting is not None and waiting <= moment - timedelta(
+            seconds=app.settings.forward.stable_after_seconds):
+        logger.info("route sweep waits: ingest is behind (oldest spool entry %s)",
+                    waiting.isoformat(timespec="seconds"))
+        return 0
     routed = 0
     with session_scope(app.engine) as session:
         due = jobs.unrouted_stable(session, moment, app.settings.forward.stable_after_seconds)

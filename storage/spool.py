@@ -32,6 +32,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Container, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, Final, TypeVar
 
@@ -64,14 +65,10 @@ class SpoolEntry:
 
 
 class Spool:
-    """The spool folder of a node.
+    """The spool folder ``root`` of a node; its four sub-folders are created when missing.
 
-    Parameters
-    ----------
-    root : pathlib.Path
-        The spool folder; its four sub-folders are created when missing.
-        pynetdicom's temporary files should live on the same file system,
-        so that :meth:`accept` is a rename.
+    pynetdicom's temporary files should live on the same file system, so
+    that :meth:`accept` is a rename.
     """
 
     def __init__(self, root: Path) -> None:
@@ -194,10 +191,7 @@ class Spool:
         data, sidecar = self._files(self.incoming, name)
         try:
             place(data_tmp)
-            with _create(meta_tmp) as handle:
-                handle.write(meta.to_json())
-                handle.flush()
-                os.fsync(handle.fileno())
+            _write_synced(meta_tmp, meta.to_json())
             os.rename(meta_tmp, sidecar)
             os.rename(data_tmp, data)
             fsync_dir(self.incoming)
@@ -297,10 +291,8 @@ class Spool:
     def _set_aside(self, name: str, folder: Path, reason: str) -> Path:
         data, sidecar = self._files(folder, name)
         target, target_meta = self._files(self.quarantined, name)
-        with _create(self.quarantined / f"{name}{_REASON}", replace=True) as handle:
-            handle.write(reason.encode("utf-8", "replace") + b"\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        _write_synced(self.quarantined / f"{name}{_REASON}",
+                      reason.encode("utf-8", "replace") + b"\n", replace=True)
         try:
             os.rename(sidecar, target_meta)
         except FileNotFoundError:
@@ -345,10 +337,7 @@ class Spool:
         released = dataclasses.replace(meta, released=True)
         data, sidecar = self._files(self.incoming, name)
         staged = self.tmp / f"{name}{_META}"
-        with _create(staged, replace=True) as handle:
-            handle.write(released.to_json())
-            handle.flush()
-            os.fsync(handle.fileno())
+        _write_synced(staged, released.to_json(), replace=True)
         os.rename(staged, sidecar)
         os.rename(held, data)
         held_meta.unlink(missing_ok=True)
@@ -406,6 +395,11 @@ class Spool:
         """Return how many entries wait in ``incoming/`` (for back-pressure)."""
         return sum(1 for _ in self.incoming.glob(f"*{_DATA}"))
 
+    def oldest(self) -> datetime | None:
+        """When the oldest entry waiting or being ingested was accepted (its name says)."""
+        names = [n for folder in (self.incoming, self.claimed) for n in self._names(folder)[:1]]
+        return datetime.fromtimestamp(int(min(names)[:20]) / 1e9, UTC) if names else None
+
     # -- helpers -------------------------------------------------------------------
 
     @staticmethod
@@ -441,6 +435,13 @@ def _check_name(name: str) -> None:
 def _create(path: Path, *, replace: bool = False) -> BinaryIO:
     flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if replace else os.O_EXCL)
     return os.fdopen(os.open(path, flags, _FILE_MODE), "wb")
+
+
+def _write_synced(path: Path, data: bytes, *, replace: bool = False) -> None:
+    with _create(path, replace=replace) as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def _copy(src: Path, target: Path) -> None:

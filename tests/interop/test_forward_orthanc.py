@@ -152,3 +152,48 @@ def test_an_institute_that_is_down_gets_the_study_once_it_is_back(
         assert len(sops) == len(set(sops)) == 12
     finally:
         pacs.stop()
+
+
+def test_a_route_sends_ct_from_one_clinic_only(
+    serve: Callable[..., ServedNode], orthanc: Callable[..., Orthanc],
+    cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    from_a = make_clinic_study(tmp_path / "a", series=2, per_series=5, seed=0)
+    from_b = make_clinic_study(tmp_path / "b", series=1, per_series=4, seed=1, jpeg=False)
+    pacs = orthanc()
+    node = serve(**FAST, DICOM_GATEWAY_FORWARD__STABLE_AFTER_SECONDS="1")
+    gw = _gw(cli, node)
+    for command in (
+        ["peer", "add", "clinic-a", "--ae-title", "CLINICA", "--host", "127.0.0.1",
+         "--port", "104", "--role", "source"],
+        ["peer", "add", "clinic-b", "--ae-title", "CLINICB", "--host", "127.0.0.1",
+         "--port", "104", "--role", "source"],
+        ["peer", "add", "institute", "--ae-title", pacs.ae_title, "--host", "127.0.0.1",
+         "--port", str(pacs.dicom_port), "--role", "destination"],
+        ["route", "add", "ct-from-a", "--to", "institute", "--when", "SendingPeer=clinic-a",
+         "--when", "ModalitiesInStudy=CT"],
+    ):
+        done = gw(*command)
+        assert done.exit_code == 0, (command, done.output)
+    for calling, study in (("CLINICA", from_a), ("CLINICB", from_b)):
+        run = subprocess.run(
+            [require_tool("storescu", "dcmtk"), "-aet", calling, "-aec", "GATEWAY", "+sd",
+             "--propose-lossless", "127.0.0.1", str(node.port), str(study.root)],
+            capture_output=True, text=True, env={**os.environ, "TCP_NODELAY": "1"},
+            check=False, timeout=300)
+        assert run.returncode == 0, (run.stdout + run.stderr)[-2000:]
+    wait_until(lambda: len(pacs.get("/instances")) >= 10 and _jobs(gw)
+               and _jobs(gw)[0]["state"] == "done", timeout=120,
+               what="clinic A's study routed and delivered")
+    studies = json.loads(gw("study", "list", "--json").stdout)
+    assert len(studies) == 2
+    [job] = _jobs(gw)
+    assert (job["route"], job["destination"], job["sent"]) == ("ct-from-a", "institute", 10)
+    sent_from_a = {s["study_instance_uid"] for s in studies if s["source_peer"] == "clinic-a"}
+    assert {job["study_instance_uid"]} == sent_from_a
+    assert len(pacs.get("/instances")) == 10 and len(pacs.get("/studies")) == 1
+    for iid in pacs.get("/instances"):
+        stored = pacs.request("GET", f"/instances/{iid}/file")
+        assert not [t for t in from_a.tokens if t.encode() in stored], iid
+    explained = gw("route", "test", sent_from_a.pop())
+    assert explained.exit_code == 0 and "ct-from-a" in explained.stdout
