@@ -25,14 +25,24 @@ _DT = re.compile(
 )
 
 
+def _year(moment: dt.date) -> str:
+    """``%Y`` of ``moment`` (formatted directly: strftime costs more than the shift)."""
+    return str(moment.year) if moment.year >= 1000 else moment.strftime("%Y")
+
+
+def _date(moment: dt.date) -> str:
+    """``%Y%m%d`` of ``moment``."""
+    return f"{_year(moment)}{moment.month:02d}{moment.day:02d}"
+
+
 def shift_date(value: str, days: int) -> str | None:
     """Shift a DA value (``YYYYMMDD``; the ACR-NEMA ``YYYY.MM.DD`` too) by whole days."""
     match = _DA.match(value.strip())
     if not match:
         return None
+    year, month, day = match.groups()
     try:
-        day = dt.date(*(int(g) for g in match.groups()))
-        return (day + dt.timedelta(days=days)).strftime("%Y%m%d")
+        return _date(dt.date(int(year), int(month), int(day)) + dt.timedelta(days=days))
     except (ValueError, OverflowError):
         return None
 
@@ -70,9 +80,10 @@ def shift_datetime(value: str, days: int, seconds: int) -> str | None:
         moment += dt.timedelta(days=days, seconds=seconds if hour is not None else 0)
     except (ValueError, OverflowError):
         return None
-    parts = [(year, "%Y"), (month, "%m"), (day, "%d"), (hour, "%H"), (minute, "%M"),
-             (second, "%S")]
-    out = "".join(moment.strftime(fmt) for text, fmt in parts if text is not None)
+    parts = [(year, _year(moment)), (month, f"{moment.month:02d}"), (day, f"{moment.day:02d}"),
+             (hour, f"{moment.hour:02d}"), (minute, f"{moment.minute:02d}"),
+             (second, f"{moment.second:02d}")]
+    out = "".join(formatted for text, formatted in parts if text is not None)
     return out + (frac or "") + (zone or "")
 
 
@@ -85,15 +96,16 @@ def shift_date_time(
     if not date_match or not time_match:
         return shift_date(date, days), shift_time(time, seconds)
     hh, mm, ss, frac = time_match.groups()
-    year, month, day = (int(g) for g in date_match.groups())
+    year, month, day = date_match.groups()
     try:
-        moment = dt.datetime(year, month, day, int(hh), int(mm or 0), min(int(ss or 0), 59))
+        moment = dt.datetime(int(year), int(month), int(day), int(hh), int(mm or 0),
+                             min(int(ss or 0), 59))
         moment += dt.timedelta(days=days, seconds=seconds)
     except (ValueError, OverflowError):
         return None, None
-    new_time = moment.strftime("%H")
+    new_time = f"{moment.hour:02d}"
     if mm is not None:
-        new_time += moment.strftime("%M")
+        new_time += f"{moment.minute:02d}"
     if ss is not None:
-        new_time += moment.strftime("%S") + (frac or "")
-    return moment.strftime("%Y%m%d"), new_time
+        new_time += f"{moment.second:02d}" + (frac or "")
+    return _date(moment), new_time
