@@ -23,7 +23,10 @@ from typing import Protocol
 
 from .uids import UidMap
 
-__all__ = ["PatientKey", "Pseudonym", "PseudonymLookup", "KeyedPseudonyms"]
+__all__ = ["KeyedPseudonyms", "PatientKey", "Pseudonym", "PseudonymLookup"]
+
+#: pseudonyms a KeyedPseudonyms keeps at hand before it starts afresh
+_REMEMBERED_PATIENTS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,12 +86,22 @@ class KeyedPseudonyms:
         self._key = key
         self._prefix = prefix
         self._uids = UidMap(hmac.new(key, b"uid-space", hashlib.sha256).digest())
+        #: pseudonyms already derived: a series asks for one patient instance after instance
+        self._patients: dict[PatientKey, Pseudonym] = {}
 
     def uid(self, uid: str) -> str:
         """The consistent replacement of ``uid`` in this space (see :mod:`.uids`)."""
         return self._uids.remap(uid)
 
     def patient(self, key: PatientKey) -> Pseudonym:
+        found = self._patients.get(key)
+        if found is None:
+            if len(self._patients) >= _REMEMBERED_PATIENTS:
+                self._patients.clear()
+            found = self._patients[key] = self._derive(key)
+        return found
+
+    def _derive(self, key: PatientKey) -> Pseudonym:
         digest = hmac.new(self._key, b"patient\0" + key.canonical(), hashlib.sha256).digest()
         code = base64.b32encode(digest[:10]).decode("ascii")  # 80 bits, 16 characters
         days = int.from_bytes(digest[10:14], "big")
