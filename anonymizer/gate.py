@@ -13,13 +13,19 @@ identifier, never the value itself.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, MutableMapping, Set
+from array import array
+from collections.abc import Hashable, Iterator, Mapping, MutableMapping
+from collections.abc import Set as AbstractSet
+from operator import attrgetter
+from typing import Any
 
 from pydicom.charset import decode_bytes
 from pydicom.datadict import dictionary_has_tag, dictionary_keyword, dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.tag import BaseTag
 
+from . import memo
 from .errors import ResidualPHIError
 from .identifiers import Identifiers
 from .tags import CACHED_VALUE_BYTES
@@ -38,6 +44,13 @@ _BULK_TAGS = frozenset(
 _OWN_MARKS = frozenset({0x00120064})
 #: binary values longer than this are bulk data, not text
 _MAX_SCANNED_BINARY = 65536
+#: raw values of these VRs are read as Latin-1, whatever the character set
+_UNDECODED = (None, "UN", "OB")
+#: what the gate does with an element: look into a sequence, scan small binary data or text
+_SEQUENCE, _BINARY, _TEXT = "sequence", "binary", "text"
+_Scan = tuple[int, int, str]
+_PLANS: dict[tuple[bytes, tuple[str | None, ...]], tuple[_Scan, ...]] = {}
+_VR = attrgetter("VR")
 
 
 def _name(tag: int) -> str:
@@ -45,9 +58,9 @@ def _name(tag: int) -> str:
     return f"({tag >> 16:04X},{tag & 0xFFFF:04X}){' ' + keyword if keyword else ''}"
 
 
-def _vr(tag: int, elem: DataElement | RawDataElement) -> str:
-    if elem.VR:
-        return str(elem.VR)
+def _vr(tag: int, read_vr: str | None) -> str:
+    if read_vr:
+        return str(read_vr)
     if dictionary_has_tag(tag):
         return str(dictionary_VR(tag))
     return "UN"
@@ -56,7 +69,7 @@ def _vr(tag: int, elem: DataElement | RawDataElement) -> str:
 def _text(elem: DataElement | RawDataElement, ds: Dataset, codec: str | None) -> str:
     value = elem.value
     if isinstance(value, bytes):
-        if isinstance(elem, RawDataElement) and elem.VR not in (None, "UN", "OB"):
+        if isinstance(elem, RawDataElement) and elem.VR not in _UNDECODED:
             if codec is not None:
                 return value.decode(codec, "replace")
             encodings = ds._character_set
@@ -71,27 +84,34 @@ def _text(elem: DataElement | RawDataElement, ds: Dataset, codec: str | None) ->
 
 
 def _texts(
-    ds: Dataset, path: str, found: list[tuple[str, int, str]], generated: Set[int],
-    verified: Mapping[Hashable, object], fresh: list[Hashable], pattern: Hashable,
+    ds: Dataset, path: str, found: list[tuple[str, int, str]], generated: AbstractSet[int],
+    verified: MutableMapping[Hashable, Any], fresh: list[Hashable], pattern: Hashable,
 ) -> None:
     """Append ``(path to ds, tag, text)`` for every scanned value of ``ds``, at every depth.
 
     ``generated`` holds ``id()`` of the elements the engine made itself
     (pseudonyms, new UIDs, dummies, shifted dates): no input reached them. A
-    sequence kept byte for byte that an earlier check found clean of the
-    same identifiers (``verified``) is not scanned again; the ones scanned
-    now are added to ``fresh``.
+    value (or a sequence kept byte for byte) that an earlier check found
+    clean of the same identifiers, decoded the same way (``verified``), is
+    not scanned again; the keys of the ones scanned now are added to
+    ``fresh``.
     """
-    codec = fast_codec(ds._character_set)
-    for base_tag, elem in ds._dict.items():
-        tag = int(base_tag)
-        if tag in _OWN_MARKS or id(elem) in generated:
+    charset = ds._character_set
+    codec = fast_codec(charset)
+    decoding = codec or (charset if isinstance(charset, str) else tuple(charset))
+    scope = memo.scope(verified, ("gate", pattern, decoding))
+    elements = ds._dict
+    items = list(elements.items())
+    for position, tag, kind in _plan(elements):
+        base_tag, elem = items[position]
+        if id(elem) in generated:
             continue
-        vr = _vr(tag, elem)
-        if vr == "SQ":
-            if isinstance(elem, RawDataElement) and isinstance(elem.value, bytes) \
-                    and len(elem.value) <= CACHED_VALUE_BYTES:
-                key = ("gate", elem.value, elem.is_implicit_VR, pattern)
+        value = elem.value
+        raw = elem if isinstance(elem, RawDataElement) and isinstance(value, bytes) \
+            and len(value) <= CACHED_VALUE_BYTES else None
+        if kind is _SEQUENCE:
+            if raw is not None:
+                key: Hashable = ("gate", scope, value, raw.is_implicit_VR, raw.is_little_endian)
                 if key in verified:
                     continue
                 fresh.append(key)
@@ -99,26 +119,62 @@ def _texts(
                 _texts(item, f"{path}{_name(tag)}[{index}].", found, generated, verified, fresh,
                        pattern)
             continue
-        if vr in _BINARY_VRS:
-            value = elem.value
-            if (tag in _BULK_TAGS or tag >> 16 & 0xFF01 == 0x6000
-                    or not isinstance(value, bytes) or len(value) > _MAX_SCANNED_BINARY):
-                continue
-        elif vr not in _SCAN_VRS:
+        if kind is _BINARY and (not isinstance(value, bytes) or len(value) > _MAX_SCANNED_BINARY):
             continue
+        if raw is not None:  # the same bytes decode to the same text here as they did before
+            key = ("clean", scope, raw.VR in _UNDECODED, value)
+            if key in verified:
+                continue
+            fresh.append(key)
         found.append((path, tag, _text(elem, ds, codec)))
+
+
+def _plan(elements: Mapping[BaseTag, DataElement | RawDataElement]) -> tuple[_Scan, ...]:
+    """(position, tag, kind) of the elements of ``elements`` that the gate looks into.
+
+    Whether an element is scanned depends on its tag and VR only, so this is
+    decided once per layout (tags and VRs in their order, see
+    :mod:`anonymizer.layout`).
+    """
+    tags = array("L", elements)
+    vrs = tuple(map(_VR, elements.values()))
+    key = (tags.tobytes(), vrs)
+    found = _PLANS.get(key)
+    if found is None:
+        found = tuple(_scans(tags, vrs))
+        if len(tags) <= 2048:
+            if len(_PLANS) >= 512:
+                _PLANS.clear()
+            _PLANS[key] = found
+    return found
+
+
+def _scans(tags: array[int], vrs: tuple[str | None, ...]) -> Iterator[_Scan]:
+    for position, (tag, read_vr) in enumerate(zip(tags, vrs)):
+        if tag in _OWN_MARKS:
+            continue
+        vr = _vr(tag, read_vr)
+        if vr == "SQ":
+            yield position, tag, _SEQUENCE
+        elif vr in _BINARY_VRS:
+            if not (tag in _BULK_TAGS or tag >> 16 & 0xFF01 == 0x6000):
+                yield position, tag, _BINARY
+        elif vr in _SCAN_VRS:
+            yield position, tag, _TEXT
 
 
 def check(
     ds: Dataset,
     identifiers: Identifiers,
-    generated: Set[int] = frozenset(),
-    verified: MutableMapping[Hashable, object] | None = None,
+    generated: AbstractSet[int] = frozenset(),
+    verified: MutableMapping[Hashable, Any] | None = None,
 ) -> None:
     """Raise :class:`ResidualPHIError` if any identifier occurs in ``ds``.
 
     All scanned values are searched at once (joined by NUL, which no
     identifier spans); only on a hit is the attribute that holds it found.
+    Whether a value holds an identifier depends only on its text and the
+    identifiers, so a value found clean is remembered and not searched again.
 
     Parameters
     ----------
@@ -129,18 +185,20 @@ def check(
     generated : set of int
         ``id()`` of elements the engine generated, which are not scanned.
     verified : mutable mapping, optional
-        Remembers kept sequences found clean, keyed by their bytes and the
-        identifiers, so a series' repeated sequences are scanned once.
+        Remembers values and kept sequences found clean, keyed by their
+        bytes, how they decode and the identifiers, so that what a series
+        repeats is scanned once (``Profile.value_cache``, see
+        :mod:`anonymizer.memo`).
     """
     if identifiers.pattern is None:
         return
     texts: list[tuple[str, int, str]] = []
     fresh: list[Hashable] = []
-    memo: MutableMapping[Hashable, object] = {} if verified is None else verified
-    _texts(ds, "", texts, generated, memo, fresh, identifiers.pattern)
+    known: MutableMapping[Hashable, Any] = {} if verified is None else verified
+    _texts(ds, "", texts, generated, known, fresh, identifiers.pattern)
     if identifiers.first_hit("\0".join(text for _, _, text in texts)) is None:
         for key in fresh:
-            memo[key] = True
+            memo.remember(known, key, True)
         return
     for path, tag, text in sorted(texts):
         hit = identifiers.first_hit(text)
