@@ -30,47 +30,46 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Hashable
+from functools import partial
+from operator import attrgetter, is_
 
-from pydicom.datadict import dictionary_keyword
-from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
-from . import dates
+from . import dates, memo
 from .actions import Action
 from .dummies import dummy_value
-from .errors import AnonymizationError
 from .identifiers import Identifiers
-from .profile import Option, Profile
+from .layout import Shape, layout
+from .profile import Profile
 from .pseudonyms import Pseudonym, PseudonymLookup
+from .reader import Reader
 from .tags import (
-    COLLECT_KINDS,
-    DATE_TIME_PARTNERS,
+    CACHED_VALUE_BYTES,
     DATE_VRS,
     ENCAPSULATED_DOCUMENT,
-    OVERLAY_DATA,
     PATIENT_ID,
     PATIENT_NAME,
-    SQ_TAGS,
     STRING_VRS,
     TEXT_VRS,
-    CACHED_VALUE_BYTES,
-    VALUE_CACHE_LIMIT,
     Element,
-    check_complete,
     one_or_many,
-    shift_pair,
     unchanged,
-    unlisted_action,
-    vr_of,
 )
-from .streams import streamed
-from .values import as_strings, encode, encode_sequence, fast_codec
+from .values import encode, encode_sequence
 
 __all__ = ["Walker"]
 
-class Walker:
+_VALUE = attrgetter("value")
+_IS_NONE = partial(is_, None)
+#: elements of the top level that the walk leaves to the caller (or to a person's review)
+_BY_CALLER = frozenset({PATIENT_NAME, PATIENT_ID, ENCAPSULATED_DOCUMENT})
+_NOTHING: Counter[str] = Counter()  # what an element outside a sequence counts (never changed)
+
+
+class Walker(Reader):
     """One de-identification of one dataset; holds what it learned on the way.
 
     Parameters
@@ -82,118 +81,21 @@ class Walker:
     """
 
     def __init__(self, profile: Profile, lookup: PseudonymLookup) -> None:
-        self.profile = profile
+        super().__init__(profile)
         self.lookup = lookup
         self.counts: Counter[str] = Counter()
         self.uid_map: dict[str, str] = {}
         self.review: list[str] = []
         self.identifiers = Identifiers({}, None)
         self.pseudonym: Pseudonym | None = None
-        self._converted: dict[tuple[int, int], DataElement] = {}
-        self._codecs: dict[int, str | None] = {}
         self._shifted: dict[tuple[str, str], str] = {}
         #: id() of the raw elements the engine made itself, for the gate
         self.generated: set[int] = set()
         #: what an action's result depends on beside the value: set once the patient is known
         self.context: Hashable = None
         self._new_uids: list[tuple[str, str]] = []
-        self._keep_private = Option.RETAIN_SAFE_PRIVATE in profile.options
-        self._overlay_gone = profile.action_for(OVERLAY_DATA) is Action.REMOVE
-        self._plan = profile.plan_cache
         #: set for an encapsulated-document instance: its document is kept for review
         self.keep_document = False
-
-    # -- reading the source without changing it ------------------------------
-    def element(self, src: Dataset, tag: int) -> DataElement:
-        """The converted element at ``tag`` of ``src`` (cached, ``src`` untouched)."""
-        key = (id(src), tag)
-        found = self._converted.get(key)
-        if found is None:
-            raw = src.get_item(BaseTag(tag))
-            if isinstance(raw, DataElement):
-                found = raw
-            else:
-                try:
-                    found = convert_raw_data_element(raw, encoding=src._character_set, ds=src)
-                except (ValueError, TypeError, KeyError, NotImplementedError) as exc:
-                    raise AnonymizationError(
-                        f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) cannot be decoded: "
-                        f"{type(exc).__name__}"
-                    ) from None
-            self._converted[key] = found
-        return found
-
-    def _deferred(self, src: Dataset, elem: Element) -> Element:
-        """A kept value pydicom deferred: streamed from the source file (see .streams)."""
-        path = getattr(src, "filename", None)
-        if isinstance(elem, RawDataElement) and isinstance(path, str) and elem.length != 0xFFFFFFFF:
-            return streamed(elem, path)
-        return src.get_item(elem.tag)
-
-    def strings(self, src: Dataset, tag: int, elem: Element, vr: str) -> list[str]:
-        """The values of a string element, decoded the cheapest correct way."""
-        return as_strings(elem, vr, self._codec(src), lambda: self.element(src, tag))
-
-    def _codec(self, src: Dataset) -> str | None:
-        """The codec for ``src``'s text (its character set is looked up once per dataset)."""
-        key = id(src)
-        if key not in self._codecs:
-            self._codecs[key] = fast_codec(src._character_set)
-        return self._codecs[key]
-
-    def collect(self, src: Dataset, depth: int = 0) -> list[tuple[str, str, str]]:
-        """Walk the source once for its identifiers, checking depth and truncation.
-
-        Only the identifier attributes and the sequences are visited (set
-        intersections, not a loop over every element). pydicom accepts a
-        value cut short by the end of the file; since only the last element
-        read can be cut short, that one is checked, and a truncated instance
-        is refused instead of being stored with part of its data.
-        """
-        if depth > self.profile.max_sequence_depth:
-            raise AnonymizationError(
-                f"sequence nesting deeper than {self.profile.max_sequence_depth}"
-            )
-        if depth == 0 and src._dict:
-            *_, last = src._dict.values()  # the last element read
-            check_complete(last)
-        found: list[tuple[str, str, str]] = []
-        present = src._dict.keys()
-        for base_tag in present & COLLECT_KINDS.keys():
-            tag = int(base_tag)
-            if self.profile.action_for(tag) is Action.KEEP:
-                continue
-            kind = COLLECT_KINDS[tag]
-            raw = src._dict[base_tag]
-            vr = "PN" if kind == "name" else vr_of(tag, raw)
-            keyword = dictionary_keyword(tag)
-            found += [(keyword, kind, v) for v in self.strings(src, tag, raw, vr)]
-        keep_private = self._keep_private
-        sequences = [
-            t for t, e in src._dict.items()
-            if (e.VR == "SQ" or e.VR is None and t in SQ_TAGS) and (keep_private or not t >> 16 & 1)
-        ]
-        cache = self.profile.value_cache
-        for base_tag in sequences:
-            raw = src._dict[base_tag]
-            key: Hashable = None
-            if isinstance(raw, RawDataElement) and isinstance(raw.value, bytes) \
-                    and len(raw.value) <= CACHED_VALUE_BYTES:  # a series repeats them
-                key = ("sequence", raw.value, raw.is_implicit_VR, raw.is_little_endian,
-                       self._codec(src), depth)
-                hit = cache.get(key)
-                if hit is not None:
-                    found += hit[0]
-                    continue
-            inner: list[tuple[str, str, str]] = []
-            for item in self.element(src, int(base_tag)).value or ():
-                inner += self.collect(item, depth + 1)
-            if key is not None:
-                if len(cache) >= VALUE_CACHE_LIMIT:
-                    cache.clear()
-                cache[key] = (inner, ())
-            found += inner
-        return found
 
     # -- the walk ----------------------------------------------------------
     def dataset(self, src: Dataset, depth: int, strict: bool) -> Dataset:
@@ -201,89 +103,85 @@ class Walker:
 
         ``strict`` is set inside a sequence whose action is D: unlisted text
         there gets a dummy instead of being cleaned.
-        """
-        out = Dataset()
-        implicit, little = src.original_encoding
-        out.set_original_encoding(implicit, little, src.original_character_set)
-        out._parent_encoding = src._parent_encoding
-        creators = self._safe_private_blocks(src) if self._keep_private else set()
-        pairs = self._date_time_pairs(src) if self.profile.shifts_dates else {}
-        plan = self._plan
-        counts = self.counts
-        for base_tag, elem in src._dict.items():
-            tag = int(base_tag)
-            group, number = tag >> 16, tag & 0xFFFF
-            if number == 0 or group <= 2:  # group lengths, command and meta elements
-                counts["X"] += 1
-                continue
-            if group & 1:
-                self._private(src, out, tag, elem, creators, depth)
-                continue
-            key = (tag, elem.VR, strict)
-            decided = plan.get(key)
-            if decided is None:
-                decided = plan[key] = self._decide(tag, elem, strict)
-            vr, action, code = decided
-            counts[code] += 1
-            if action is Action.REMOVE:
-                continue
-            if action is Action.KEEP and vr != "SQ":
-                out._dict[base_tag] = elem if elem.value is not None else self._deferred(src, elem)
-                continue
-            if depth == 0 and tag in (PATIENT_NAME, PATIENT_ID):
-                continue  # written from the pseudonym by the caller
-            if tag == ENCAPSULATED_DOCUMENT and depth == 0 and self.keep_document:
-                self.review.append("encapsulated document: its content cannot be de-identified")
-                out[base_tag] = src.get_item(base_tag)
-                continue
-            self._apply(src, out, tag, elem, vr, action, depth, strict, pairs)
-        return out
-
-    def _decide(self, tag: int, elem: Element, strict: bool) -> tuple[str, Action, str]:
-        vr = vr_of(tag, elem)
-        action = self.profile.action_for(tag)
-        if self._overlay_gone and tag >> 16 & 0xFF01 == 0x6000:
-            action = Action.REMOVE
-        if action is None:
-            action = unlisted_action(self.profile, tag, vr, strict)
-        return vr, action, action.value
-
-    def _apply(
-        self, src: Dataset, out: Dataset, tag: int, elem: Element, vr: str, action: Action,
-        depth: int, strict: bool, pairs: dict[int, str],
-    ) -> None:
-        """Apply ``action``; a value met before in this patient's context reuses its result.
 
         A series repeats most values, and an action's result depends only on
         the value, the action, the encoding, the position and the patient's
-        identifiers and pseudonym. Results are immutable raw elements, shared
-        between outputs through ``Profile.value_cache``.
+        identifiers, pseudonym and pseudonym space (the dataset's
+        :func:`~anonymizer.memo.scope`). Results are immutable raw elements,
+        shared between outputs through ``Profile.value_cache``.
         """
-        if tag in pairs or not isinstance(elem, RawDataElement) \
-                or not isinstance(elem.value, bytes) or len(elem.value) > CACHED_VALUE_BYTES:
-            self._apply_uncached(src, out, tag, elem, vr, action, depth, strict, pairs)
-            return
-        key = (tag, vr, action, elem.value, src.original_encoding, self._codec(src),
-               self.context, strict, depth)
-        cache = self.profile.value_cache
-        hit = cache.get(key)
-        base_tag = BaseTag(tag)
-        if hit is not None:
-            produced, uids, counted, generated = hit
-            out._dict[base_tag] = elem if produced is None else produced
-            if generated:
-                self.generated.add(id(produced))
-            self.uid_map.update(uids)
-            self._new_uids.extend(uids)
-            self.counts.update(counted)  # what the elements inside a sequence counted
-            return
+        out = Dataset()
+        encoding = implicit, little = src.original_encoding
+        out.set_original_encoding(implicit, little, src.original_character_set)
+        out._parent_encoding = src._parent_encoding
+        creators = self._safe_private_blocks(src) if self._keep_private else set()
+        form = self.shape(src)
+        items = list(src._dict.items())
+        pairs = self._date_time_pairs(src, form, items) if self.profile.shifts_dates else {}
+        cache = self._cache
+        scope = memo.scope(cache, (self.context, self.lookup, encoding, self._text_form(src)[1],
+                                   strict, depth))
+        plan = layout(self.profile, self._overlay_gone, form, strict)
+        made = out._dict
+        if plan.keep:
+            made.update(map(items.__getitem__, plan.keep))
+            if any(map(_IS_NONE, map(_VALUE, made.values()))):  # values pydicom deferred
+                for base_tag, elem in list(made.items()):
+                    if elem.value is None:
+                        made[base_tag] = self._deferred(src, elem)
+        counts = self.counts
+        counts.update(plan.counted)
+        for position in plan.private:
+            base_tag, elem = items[position]
+            self._private(src, out, int(base_tag), elem, creators, depth)
+        generated = self.generated
+        for position, tag, vr, action, read_vr in plan.apply:
+            base_tag, elem = items[position]
+            if tag in _BY_CALLER and depth == 0:
+                if tag != ENCAPSULATED_DOCUMENT:
+                    continue  # PatientName, PatientID: written from the pseudonym by the caller
+                if self.keep_document:
+                    self.review.append("encapsulated document: its content cannot be "
+                                       "de-identified")
+                    out[base_tag] = src.get_item(base_tag)
+                    continue
+            value = elem.value
+            if not isinstance(elem, RawDataElement) or not isinstance(value, bytes) \
+                    or len(value) > CACHED_VALUE_BYTES:
+                self._apply(src, out, tag, elem, vr, action, depth, strict, pairs)
+                continue
+            key = (tag, read_vr, value, scope, pairs.get(tag) if pairs else None)
+            hit = cache.get(key)
+            if hit is None:
+                self._remember(src, out, tag, elem, vr, action, depth, strict, pairs, key)
+                continue
+            produced, uids, counted, made_here = hit
+            if produced is None:
+                made[base_tag] = elem
+            else:
+                made[base_tag] = produced
+                if made_here:
+                    generated.add(id(produced))
+            if uids:
+                self.uid_map.update(uids)
+                self._new_uids.extend(uids)
+            if counted:
+                counts.update(counted)  # what the elements inside a sequence counted
+        return out
+
+    def _remember(
+        self, src: Dataset, out: Dataset, tag: int, elem: Element, vr: str, action: Action,
+        depth: int, strict: bool, pairs: dict[int, str], key: Hashable,
+    ) -> None:
+        """Apply ``action`` and keep the result for the next instance that has the same value."""
         outer, self._new_uids = self._new_uids, []
-        before = Counter(self.counts)
-        self._apply_uncached(src, out, tag, elem, vr, action, depth, strict, pairs)
+        before = Counter(self.counts) if vr == "SQ" else None  # only items count elements
+        self._apply(src, out, tag, elem, vr, action, depth, strict, pairs)
         mine, self._new_uids = tuple(self._new_uids), outer
         outer.extend(mine)
+        base_tag = BaseTag(tag)
         made = out._dict.get(base_tag)
-        counted = self.counts - before
+        counted = _NOTHING if before is None else self.counts - before
         if made is elem:
             result: tuple[Element | None, tuple[tuple[str, str], ...], Counter[str], bool] = (
                 None, mine, counted, False)
@@ -299,11 +197,9 @@ class Walker:
             result = (encoded, mine, counted, False)
         else:
             return  # removed, or made by pydicom: not worth keeping
-        if len(cache) >= VALUE_CACHE_LIMIT:
-            cache.clear()
-        cache[key] = result
+        memo.remember(self._cache, key, result)
 
-    def _apply_uncached(
+    def _apply(
         self, src: Dataset, out: Dataset, tag: int, elem: Element, vr: str, action: Action,
         depth: int, strict: bool, pairs: dict[int, str],
     ) -> None:
@@ -368,28 +264,40 @@ class Walker:
         return new
 
     # -- dates ---------------------------------------------------------------
-    def _date_time_pairs(self, src: Dataset) -> dict[int, str]:
+    def _date_time_pairs(
+        self, src: Dataset, form: Shape, items: list[tuple[BaseTag, Element]],
+    ) -> dict[int, str]:
         """Shifted values of Date/Time partners (StudyDate+StudyTime...) in ``src``."""
         pseudonym = self.pseudonym
         shifted: dict[int, str] = {}
         if pseudonym is None:
             return shifted
-        elements = src._dict
-        for base_tag in elements.keys() & DATE_TIME_PARTNERS.keys():
-            date_tag = int(base_tag)
-            time_tag = DATE_TIME_PARTNERS[date_tag]
-            time_elem = elements.get(BaseTag(time_tag))
-            if time_elem is None:
-                continue
-            days = self.strings(src, date_tag, elements[base_tag], "DA")
+        cache = self._cache
+        for date_position, date_tag, time_position, time_tag in form.pairs:
+            date_elem, time_elem = items[date_position][1], items[time_position][1]
+            day, time = date_elem.value, time_elem.value
+            key: Hashable = None
+            if isinstance(date_elem, RawDataElement) and isinstance(time_elem, RawDataElement) \
+                    and isinstance(day, bytes) and isinstance(time, bytes) \
+                    and len(day) + len(time) <= CACHED_VALUE_BYTES:  # a series repeats them
+                key = ("pair", day, time, pseudonym.day_offset, pseudonym.second_offset)
+                found = cache.get(key)
+                if found is not None:
+                    if found:
+                        shifted[date_tag], shifted[time_tag] = found
+                    continue
+            days = self.strings(src, date_tag, date_elem, "DA")
             times = self.strings(src, time_tag, time_elem, "TM")
-            if len(days) != 1 or len(times) != 1:
-                continue
-            new_day, new_time = shift_pair(
-                days[0], times[0], pseudonym.day_offset, pseudonym.second_offset
-            )
-            if new_day and new_time:
-                shifted[date_tag], shifted[time_tag] = new_day, new_time
+            new: tuple[str, str] | tuple[()] = ()
+            if len(days) == 1 and len(times) == 1:
+                new_day, new_time = dates.shift_date_time(
+                    days[0], times[0], pseudonym.day_offset, pseudonym.second_offset
+                )
+                if new_day and new_time:
+                    new = (new_day, new_time)
+                    shifted[date_tag], shifted[time_tag] = new
+            if key is not None:
+                memo.remember(cache, key, new)
         return shifted
 
     def _shift(

@@ -114,14 +114,16 @@ class Profile:
         default=(), repr=False, compare=False
     )
     private_action: Action = Action.REMOVE
-    #: the engine's memo of (tag, VR as read, strict) -> (VR, action, code); derived, not state
-    plan_cache: dict[tuple[int, str | None, bool], tuple[str, Action, str]] = field(
+    #: the engine's memo of (tag, VR as read, strict) -> (step, VR, action, code); derived
+    plan_cache: dict[tuple[int, str | None, bool], tuple[int, str, Action, str]] = field(
         default_factory=dict, repr=False, compare=False
     )
-    #: the engine's memo of action results on repeated values (see Walker._apply); derived
+    #: the engine's memo of action results on repeated values (see anonymizer.memo); derived
     value_cache: dict[Hashable, Any] = field(
         default_factory=dict, repr=False, compare=False
     )
+    #: tables the engine derives once from the actions (see anonymizer.engine); derived
+    derived: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def build(

@@ -7,11 +7,9 @@ shift as one instant), and small checks on raw elements.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 __all__ = [
-    "Element", "vr_of", "known", "check_complete", "shift_pair", "one_or_many", "unchanged",
-    "unlisted_action",
+    "Element", "check_complete", "known", "one_or_many", "unchanged", "unlisted_action",
+    "vr_as_read", "vr_of",
 ]
 
 from pydicom._dicom_dict import DicomDictionary
@@ -24,7 +22,6 @@ from pydicom.datadict import (
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 
-from . import dates
 from .actions import Action
 from .allowlist import SAFE_TEXT_TAGS
 from .errors import AnonymizationError
@@ -81,18 +78,16 @@ def known(tag: int) -> bool:
 
 
 def vr_of(tag: int, elem: Element) -> str:
-    vr = elem.VR
+    return vr_as_read(tag, elem.VR)
+
+
+def vr_as_read(tag: int, vr: str | None) -> str:
+    """The VR to treat an element by, given the VR it was read with (None: implicit VR)."""
     if vr and vr != "UN":
         return str(vr)
     if known(tag):
         return str(dictionary_VR(tag)).split(" or ")[0]
     return "UN"
-
-
-@lru_cache(maxsize=4096)
-def shift_pair(day: str, time: str, days: int, seconds: int) -> tuple[str | None, str | None]:
-    """A date and its time shifted as one instant (memoized: a study repeats its dates)."""
-    return dates.shift_date_time(day, time, days, seconds)
 
 
 def check_complete(raw: Element) -> None:
