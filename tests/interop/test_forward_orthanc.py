@@ -197,3 +197,39 @@ def test_a_route_sends_ct_from_one_clinic_only(
         assert not [t for t in from_a.tokens if t.encode() in stored], iid
     explained = gw("route", "test", sent_from_a.pop())
     assert explained.exit_code == 0 and "ct-from-a" in explained.stdout
+
+
+@pytest.mark.slow
+def test_kill_9_while_forwarding_300_instances_then_restart_delivers_each_once(
+    serve: Callable[..., ServedNode], orthanc: Callable[..., Orthanc],
+    cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    study = make_clinic_study(tmp_path / "study", series=3, per_series=100, jpeg=False)
+    pacs = orthanc()
+    settings = {**FAST, "DICOM_GATEWAY_FORWARD__STABLE_AFTER_SECONDS": "1",
+                "DICOM_GATEWAY_FORWARD__LEASE_SECONDS": "10"}
+    node = serve(**settings)
+    gw = _gw(cli, node)
+    for command in (
+        ["peer", "add", "institute", "--ae-title", pacs.ae_title, "--host", "127.0.0.1",
+         "--port", str(pacs.dicom_port), "--role", "destination"],
+        ["route", "add", "everything", "--to", "institute"],
+    ):
+        assert gw(*command).exit_code == 0
+    _store(node, study.root)
+    wait_until(lambda: len(pacs.get("/instances")) >= 60, timeout=180,
+               what="forwarding under way")
+    node.kill()
+    arrived = len(pacs.get("/instances"))
+    assert arrived < 300, "the kill came after the whole study was forwarded"
+    [job] = _jobs(gw)
+    assert job["state"] == "sending" and job["sent"] < 300
+
+    restarted = serve(data_dir=node.data_dir, **settings)
+    wait_until(lambda: _jobs(_gw(cli, restarted))[0]["state"] == "done", timeout=180,
+               what="the job finished after the restart")
+    [done] = _jobs(_gw(cli, restarted))
+    assert (done["sent"], done["failed"], done["pending"]) == (300, 0, 0)
+    assert done["attempts"] == 2
+    sops = _orthanc_sops(pacs)
+    assert len(sops) == len(set(sops)) == 300, "an instance is missing or stored twice"
