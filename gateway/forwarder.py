@@ -48,6 +48,7 @@ import storage.jobs as jobs
 import storage.peers as peers
 from storage.db import session_scope
 from storage.queue_models import ItemState, JobState
+from storage.schedule import is_open
 
 from .app import App
 from .scp import set_tcp_nodelay
@@ -87,13 +88,20 @@ def _policy(app: App) -> jobs.RetryPolicy:
 
 
 def run_due(app: App, limit: int | None = None, *, now: datetime | None = None) -> ForwardReport:
-    """Lease and send due jobs one after another until none is due (or ``limit`` were sent)."""
+    """Lease and send due jobs one after another until none is due (or ``limit`` were sent).
+
+    Only jobs whose destination's schedule is open at ``now`` are taken
+    (:mod:`storage.schedule`); the others wait, attempts untouched.
+    """
     owner = _owner()
     report = ForwardReport()
     while limit is None or report.total < limit:
         moment = now or datetime.now(UTC)
         with session_scope(app.engine) as session:
-            claimed = jobs.claim_due(session, owner, moment, app.settings.forward.lease_seconds)
+            open_now = [peer.slug for peer in peers.list_all(session)
+                        if "destination" in peer.roles and is_open(peer.schedule, moment)]
+            claimed = jobs.claim_due(session, owner, moment, app.settings.forward.lease_seconds,
+                                     destinations=open_now)
         if not claimed:
             break
         record = send_job(app, claimed[0], owner)

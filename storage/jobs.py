@@ -23,7 +23,7 @@ in the caller's transaction (:func:`storage.db.session_scope`):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -147,10 +147,16 @@ def enqueue(session: Session, study_instance_uid: str, destination: str, now: da
 
 
 def claim_due(session: Session, owner: str, now: datetime, lease_seconds: int,
-              limit: int = 1) -> list[JobRecord]:
-    """Lease up to ``limit`` due jobs to ``owner`` (see the module docstring)."""
+              limit: int = 1, *, destinations: Collection[str] | None = None) -> list[JobRecord]:
+    """Lease up to ``limit`` due jobs to ``owner`` (see the module docstring).
+
+    With ``destinations``, only jobs for those (the destinations whose window
+    is open now) are taken; the others stay pending, their attempts untouched.
+    """
     due = or_(and_(ForwardJob.state == JobState.PENDING, ForwardJob.next_attempt_at <= now),
               and_(ForwardJob.state == JobState.SENDING, ForwardJob.lease_expires_at < now))
+    if destinations is not None:
+        due = and_(due, ForwardJob.destination.in_(list(destinations)))
     candidates = (select(ForwardJob).where(due)
                   .order_by(ForwardJob.priority.desc(), ForwardJob.next_attempt_at,
                             ForwardJob.id).limit(limit))

@@ -311,6 +311,8 @@ class Peer(Base):
     scope: Mapped[PeerScope] = mapped_column(
         _str_enum(PeerScope), server_default=PeerScope.SENT.value
     )
+    #: when a destination may be sent to: ``immediate`` or a cron window (storage.schedule)
+    schedule: Mapped[str] = mapped_column(Text, server_default="immediate")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from .errors import StorageError
 from .models import Peer, PeerScope
 from .records import PeerRecord
+from .schedule import check_schedule
 from .routes import routes_to
 
 __all__ = [
@@ -52,6 +53,7 @@ class PeerChanges(TypedDict, total=False):
     roles: Iterable[str]
     pinned_address: str | None
     scope: str
+    schedule: str
 
 
 def _check_slug(slug: str) -> str:
@@ -124,7 +126,7 @@ def _record(row: Peer) -> PeerRecord:
     return PeerRecord(
         slug=row.slug, ae_title=row.ae_title, host=row.host, port=row.port,
         roles=tuple(role for role in row.roles.split(",") if role),
-        pinned_address=row.pinned_address, scope=PeerScope(row.scope),
+        pinned_address=row.pinned_address, scope=PeerScope(row.scope), schedule=row.schedule,
         created_at=row.created_at,
     )
 
@@ -161,6 +163,7 @@ def add(session: Session, peer: PeerRecord) -> PeerRecord:
         slug=slug, ae_title=_check_ae_title(peer.ae_title), host=_check_host(peer.host),
         port=_check_port(peer.port), roles=",".join(_check_roles(peer.roles)),
         pinned_address=_check_address(peer.pinned_address), scope=_check_scope(peer.scope),
+        schedule=check_schedule(peer.schedule),
         created_at=datetime.now(UTC),
     )
     if _row(session, slug) is not None:
@@ -232,7 +235,7 @@ def update(session: Session, slug: str, /, **changes: Unpack[PeerChanges]) -> Pe
         Which peer.
     **changes
         Any of ``ae_title``, ``host``, ``port``, ``roles``,
-        ``pinned_address`` (``None`` unpins), ``scope``, checked as in
+        ``pinned_address`` (``None`` unpins), ``scope``, ``schedule``, checked as in
         :func:`add`.
 
     Returns
@@ -268,5 +271,7 @@ def update(session: Session, slug: str, /, **changes: Unpack[PeerChanges]) -> Pe
         row.pinned_address = _check_address(changes["pinned_address"])
     if "scope" in changes:
         row.scope = _check_scope(changes["scope"])
+    if "schedule" in changes:
+        row.schedule = check_schedule(changes["schedule"])
     session.flush()
     return _record(row)

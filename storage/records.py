@@ -144,7 +144,8 @@ class PeerRecord:
 
     ``roles`` is a subset of :data:`storage.peers.ROLES`; ``pinned_address``
     (an IP address) restricts associations claiming this AE title to that
-    address; ``scope`` is which studies it finds and retrieves
+    address; ``schedule`` is when a destination may be sent to
+    (:mod:`storage.schedule`); ``scope`` is which studies it finds and retrieves
     (:class:`~storage.models.PeerScope`). ``created_at`` is set by the
     database.
     """
@@ -156,6 +157,7 @@ class PeerRecord:
     roles: tuple[str, ...]
     pinned_address: str | None = None
     scope: PeerScope = PeerScope.SENT
+    schedule: str = "immediate"
     created_at: datetime | None = None
 
 

@@ -45,8 +45,9 @@ _OPTIONS = {
     "roles": "--role",
     "pinned_address": "--pin-address",
     "scope": "--scope",
+    "schedule": "--schedule",
 }
-_FIELD = re.compile(r"^peer (slug|ae_title|host|port|roles|pinned_address|scope):")
+_FIELD = re.compile(r"^peer (slug|ae_title|host|port|roles|pinned_address|scope|schedule):")
 _SCOPE = click.Choice(peers.SCOPES)
 
 
@@ -109,6 +110,7 @@ def _as_dict(record: PeerRecord) -> dict[str, Any]:
         "roles": list(record.roles),
         "pinned_address": record.pinned_address,
         "scope": record.scope.value,
+        "schedule": record.schedule,
         "created_at": record.created_at.isoformat() if record.created_at else None,
     }
 
@@ -142,15 +144,19 @@ def _get(app: AppContext, slug: str) -> PeerRecord:
               help="Accept this peer's associations only from this address.")
 @click.option("--scope", type=_SCOPE, default="sent", show_default=True,
               help="The studies it finds and retrieves: all, sent (by it), routed (to it).")
+@click.option("--schedule", default="immediate", show_default=True, metavar="WHEN",
+              help="When a destination may be sent to: immediate, or five cron fields and a "
+                   "time zone, e.g. '* 22-23,0-5 * * mon-fri Europe/Berlin'.")
 @pass_app
 @translate_errors
 def add(app: AppContext, slug: str, ae_title: str, host: str, port_text: str,
-        role_values: tuple[str, ...], pin_address: str | None, scope: str) -> None:
+        role_values: tuple[str, ...], pin_address: str | None, scope: str,
+        schedule: str) -> None:
     """Register a peer under SLUG (lowercase letters, digits, dashes)."""
     wanted = PeerRecord(
         slug=slug, ae_title=ae_title, host=host, port=_port(port_text),
         roles=_roles(role_values), pinned_address=_address(pin_address),
-        scope=PeerScope(scope),
+        scope=PeerScope(scope), schedule=schedule,
     )
     node = node_app(app)
     try:
@@ -178,11 +184,13 @@ def add(app: AppContext, slug: str, ae_title: str, host: str, port_text: str,
 @click.option("--unpin", is_flag=True, help="Accept this peer's associations from any address.")
 @click.option("--scope", type=_SCOPE, default=None,
               help="The studies it finds and retrieves: all, sent (by it), routed (to it).")
+@click.option("--schedule", default=None, metavar="WHEN",
+              help="immediate, or five cron fields and a time zone (a destination's window).")
 @pass_app
 @translate_errors
 def update(app: AppContext, slug: str, ae_title: str | None, host: str | None,
            port_text: str | None, role_values: tuple[str, ...], pin_address: str | None,
-           unpin: bool, scope: str | None) -> None:
+           unpin: bool, scope: str | None, schedule: str | None) -> None:
     """Change some of a peer's values (audited); exit 3 when there is none with SLUG."""
     changes: peers.PeerChanges = {}
     if ae_title is not None:
@@ -199,9 +207,11 @@ def update(app: AppContext, slug: str, ae_title: str | None, host: str | None,
         changes["pinned_address"] = _address(pin_address)
     if scope is not None:
         changes["scope"] = scope
+    if schedule is not None:
+        changes["schedule"] = schedule
     if not changes:
         raise UsageError("nothing to change: give --ae-title, --host, --port, --role, "
-                         "--pin-address, --unpin or --scope")
+                         "--pin-address, --unpin, --scope or --schedule")
     node = node_app(app)
     try:
         with session_scope(node.engine) as session:

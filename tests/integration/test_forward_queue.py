@@ -178,3 +178,31 @@ def test_two_forwarders_never_lease_the_same_job(app: App, tmp_path: Path) -> No
         thread.join(60)
     every = taken["a"] + taken["b"]
     assert len(every) == 6 and len(set(every)) == 6
+
+
+# pynetdicom 3.0 drops the socket of a refused connection without closing it
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_closed_window_holds_the_job_until_it_opens(app: App, tmp_path: Path) -> None:
+    from gateway.forwarder import run_due
+    from storage import peers
+    from storage.records import PeerRecord
+    from tests.interop.conftest import free_port
+
+    study = _ingest(app, tmp_path / "in")
+    with session_scope(app.engine) as session:
+        peers.add(session, PeerRecord(
+            slug="institute", ae_title="INSTITUTE", host="127.0.0.1", port=free_port(),
+            roles=("destination",), schedule="* 22-23,0-5 * * mon-fri Europe/Berlin"))
+        job = jobs.enqueue(session, study, "institute", NOW)
+    assert job is not None
+    closed = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)  # Friday noon in Berlin
+    assert run_due(app, now=closed).total == 0
+    with session_scope(app.engine, readonly=True) as session:
+        held = jobs.get(session, job.id)
+    assert held is not None and (held.state, held.attempts) == (JobState.PENDING, 0)
+    opened = datetime(2026, 11, 27, 21, 30, tzinfo=UTC)  # Friday 22:30 in Berlin
+    report = run_due(app, now=opened, limit=1)
+    assert report.total == 1  # taken in its window; the institute is not listening
+    with session_scope(app.engine, readonly=True) as session:
+        tried = jobs.get(session, job.id)
+    assert tried is not None and tried.attempts == 1 and "association" in tried.last_error
