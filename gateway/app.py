@@ -9,7 +9,8 @@ for ``serve``, and the CLI commands and the tests use the same ``App``.
 pynetdicom's process-wide switches are set once, here:
 ``STORE_RECV_CHUNKED_DATASET`` (received datasets stream to a file instead
 of memory), ``STORE_SEND_CHUNKED_DATASET`` (a C-STORE given a file path
-sends the file's bytes as they are, never decoded: the forwarder), ``LOG_REQUEST_IDENTIFIERS``/``LOG_RESPONSE_IDENTIFIERS`` off
+sends the file's bytes as they are, never decoded: the forwarder),
+``LOG_REQUEST_IDENTIFIERS``/``LOG_RESPONSE_IDENTIFIERS`` off
 (identifiers carry PHI), ``ENFORCE_UID_CONFORMANCE`` on (a malformed UID in a
 command is refused) and ``UNRESTRICTED_STORAGE_SERVICE`` off (only known
 storage SOP classes are accepted).
@@ -17,12 +18,14 @@ storage SOP classes are accepted).
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import hmac
 import logging
 import multiprocessing.synchronize
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,6 +68,12 @@ class App:
     profile: Profile
     lookup: KeyedPseudonyms
     cipher: MapCipher
+    #: the pseudonym space of a destination whose space is its own (gateway.forwarder)
+    destination_space: Callable[[str], KeyedPseudonyms]
+    #: the profile that re-keys stored instances for such a destination: the same
+    #: options, without the residual-PHI gate, which already passed this content at
+    #: ingest (a second pass would take the node's own pseudonyms for originals)
+    rekey_profile: Profile
     #: set when the spool received something, so that idle workers wake at once (an
     #: event shared with the worker processes when they run apart: gateway.workers)
     wake: threading.Event | multiprocessing.synchronize.Event = field(
@@ -94,6 +103,13 @@ def build_app(settings: Settings, environ: Mapping[str, str]) -> App:
     key = load_secret(settings.anonymizer, environ)
     engine = make_engine(settings.database_url)
     upgrade(engine)
+
+    @functools.cache
+    def destination_space(slug: str) -> KeyedPseudonyms:
+        """A space keyed for one destination: unlinkable to the node's and to the others'."""
+        return build_lookup(settings.anonymizer, hmac.new(
+            key, b"destination\0" + slug.encode("utf-8"), hashlib.sha256).digest())
+
     return App(
         settings=settings,
         engine=engine,
@@ -103,4 +119,7 @@ def build_app(settings: Settings, environ: Mapping[str, str]) -> App:
         lookup=build_lookup(settings.anonymizer, key),
         # the map's own key, derived from the secret: kept outside the database
         cipher=MapCipher(hmac.new(key, b"pseudonym-map", hashlib.sha256).digest()),
+        destination_space=destination_space,
+        rekey_profile=build_profile(dataclasses.replace(settings.anonymizer,
+                                                        residual_phi_gate=False)),
     )

@@ -46,8 +46,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 import storage.jobs as jobs
 import storage.peers as peers
+from anonymizer import AnonymizationError, KeyedPseudonyms, anonymize
 from storage.db import session_scope
 from storage.queue_models import ItemState, JobState
+from storage.records import PeerRecord
 from storage.schedule import is_open
 
 from .app import App
@@ -130,9 +132,8 @@ def _contexts(items: list[jobs.ItemToSend]) -> list[tuple[str, list[str]]]:
     return proposed
 
 
-def _associate(app: App, peer_slug: str, items: list[jobs.ItemToSend]) -> Association | str:
-    with session_scope(app.engine, readonly=True) as session:
-        peer = peers.get(session, peer_slug)
+def _associate(app: App, peer: PeerRecord | None, peer_slug: str,
+               items: list[jobs.ItemToSend]) -> Association | str:
     if peer is None or "destination" not in peer.roles:
         return f"destination {peer_slug!r} is not a registered peer with the destination role"
     ae = AE(ae_title=app.settings.node.ae_title)
@@ -150,17 +151,27 @@ def _associate(app: App, peer_slug: str, items: list[jobs.ItemToSend]) -> Associ
     return assoc
 
 
-def _dataset(app: App, item: jobs.ItemToSend, accepted: set[tuple[str, str]]) -> Dataset | Path:
-    """The stored file itself when its transfer syntax was accepted, else a decoded copy.
+def _dataset(app: App, item: jobs.ItemToSend, accepted: set[tuple[str, str]],
+             space: KeyedPseudonyms | None) -> Dataset | Path:
+    """The stored file itself when it can go as stored, else a decoded (re-keyed) copy.
 
     A path is sent as the file's bytes, never decoded (pynetdicom's
-    ``STORE_SEND_CHUNKED_DATASET``, set in :mod:`gateway.app`).
+    ``STORE_SEND_CHUNKED_DATASET``, set in :mod:`gateway.app`). For a
+    destination with a pseudonym space of its own (``space``), the stored,
+    de-identified instance goes through the de-identification engine again
+    with that destination's keys: patient ID and name, dates and every
+    instance UID are replaced consistently within the destination and
+    unlinkably across destinations (PS3.15 E.1.1: the same profile, another
+    key).
     """
     path = app.store.path_of(item.file_path)
-    if (item.sop_class_uid, item.transfer_syntax_uid) in accepted:
+    if space is None and (item.sop_class_uid, item.transfer_syntax_uid) in accepted:
         return path
-    ds = dcmread(path, defer_size=_DEFER_BYTES)
-    if ds.file_meta.TransferSyntaxUID.is_compressed:
+    ds: Dataset = dcmread(path, defer_size=_DEFER_BYTES)
+    if space is not None:
+        ds = anonymize(ds, app.rekey_profile, space).dataset
+    if ((item.sop_class_uid, item.transfer_syntax_uid) not in accepted
+            and ds.file_meta.TransferSyntaxUID.is_compressed):
         ds.decompress()  # to Explicit VR Little Endian, through pydicom's pixel data handlers
     return ds
 
@@ -171,9 +182,12 @@ def send_job(app: App, job: jobs.JobRecord, owner: str) -> jobs.JobRecord | None
     policy = _policy(app)
     with session_scope(app.engine, readonly=True) as session:
         items = jobs.items_to_send(session, job.id)
+        peer = peers.get(session, job.destination)
+    space = (app.destination_space(job.destination)
+             if peer is not None and peer.pseudonyms == "own" else None)
     error = ""
     pending: list[tuple[str, ItemState, int | None]] = []
-    connected = _associate(app, job.destination, items) if items else None
+    connected = _associate(app, peer, job.destination, items) if items else None
     if isinstance(connected, str):
         error = connected
     elif connected is not None:
@@ -186,7 +200,14 @@ def send_job(app: App, job: jobs.JobRecord, owner: str) -> jobs.JobRecord | None
                         (item.sop_class_uid, str(ts)) in accepted for ts in _UNCOMPRESSED):
                     pending.append((item.sop_instance_uid, ItemState.FAILED, None))
                     continue
-                status = assoc.send_c_store(_dataset(app, item, accepted))
+                try:
+                    outgoing = _dataset(app, item, accepted, space)
+                except AnonymizationError as exc:  # names the rule, never a value
+                    logger.warning("forward job=%d sop=%s state=failed reason=%r", job.id,
+                                   item.sop_instance_uid, str(exc))
+                    pending.append((item.sop_instance_uid, ItemState.FAILED, None))
+                    continue
+                status = assoc.send_c_store(outgoing)
                 code = int(status.Status) if status and "Status" in status else None
                 if code is None:
                     error = "no C-STORE response (association aborted or timed out)"

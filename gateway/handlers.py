@@ -4,8 +4,8 @@ The network thread only spools (STYLE 1, ARCHITECTURE durability contract
 1): the C-STORE handler checks the received header
 (:func:`gateway.receive.check_received`, while another thread fsyncs the
 received file), moves pynetdicom's file into the spool (fsync, rename,
-fsync of the folder) and answers Success only then. It does no de-identification and no index writes; the
-ingest workers do. Statuses (PS3.4 Table B.2-1):
+fsync of the folder) and answers Success only then. It does no
+de-identification and no index writes; the ingest workers do. Statuses (PS3.4 Table B.2-1):
 
 - 0x0000 the bytes are durable in the spool;
 - 0xA700 out of resources: the disk is full or the size limit was hit;

@@ -313,6 +313,8 @@ class Peer(Base):
     )
     #: when a destination may be sent to: ``immediate`` or a cron window (storage.schedule)
     schedule: Mapped[str] = mapped_column(Text, server_default="immediate")
+    #: ``shared`` (the node's pseudonyms) or ``own`` (re-keyed for this destination)
+    pseudonyms: Mapped[str] = mapped_column(String(16), server_default="shared")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 

@@ -32,11 +32,14 @@ from .schedule import check_schedule
 from .routes import routes_to
 
 __all__ = [
-    "ROLES", "SCOPES", "PeerChanges", "add", "by_ae_title", "get", "list_all", "remove", "update",
+    "PSEUDONYM_SPACES", "ROLES", "SCOPES", "PeerChanges", "add", "by_ae_title", "get",
+    "list_all", "remove", "update",
 ]
 
 #: The roles a peer may have, in display order.
 ROLES: Final = ("source", "query", "retrieve", "destination")
+#: A destination's pseudonym space: the node's own, or one keyed for it alone.
+PSEUDONYM_SPACES: Final = ("shared", "own")
 #: The scopes a peer may have (:class:`~storage.models.PeerScope`).
 SCOPES: Final = tuple(scope.value for scope in PeerScope)
 
@@ -54,6 +57,7 @@ class PeerChanges(TypedDict, total=False):
     pinned_address: str | None
     scope: str
     schedule: str
+    pseudonyms: str
 
 
 def _check_slug(slug: str) -> str:
@@ -122,11 +126,19 @@ def _check_scope(scope: str) -> PeerScope:
         ) from None
 
 
+def _check_pseudonyms(space: str) -> str:
+    if space not in PSEUDONYM_SPACES:
+        raise StorageError(f"peer pseudonyms: expected one of {', '.join(PSEUDONYM_SPACES)}, "
+                           f"got {space!r}")
+    return space
+
+
 def _record(row: Peer) -> PeerRecord:
     return PeerRecord(
         slug=row.slug, ae_title=row.ae_title, host=row.host, port=row.port,
         roles=tuple(role for role in row.roles.split(",") if role),
         pinned_address=row.pinned_address, scope=PeerScope(row.scope), schedule=row.schedule,
+        pseudonyms=row.pseudonyms,
         created_at=row.created_at,
     )
 
@@ -163,7 +175,7 @@ def add(session: Session, peer: PeerRecord) -> PeerRecord:
         slug=slug, ae_title=_check_ae_title(peer.ae_title), host=_check_host(peer.host),
         port=_check_port(peer.port), roles=",".join(_check_roles(peer.roles)),
         pinned_address=_check_address(peer.pinned_address), scope=_check_scope(peer.scope),
-        schedule=check_schedule(peer.schedule),
+        schedule=check_schedule(peer.schedule), pseudonyms=_check_pseudonyms(peer.pseudonyms),
         created_at=datetime.now(UTC),
     )
     if _row(session, slug) is not None:
@@ -273,5 +285,7 @@ def update(session: Session, slug: str, /, **changes: Unpack[PeerChanges]) -> Pe
         row.scope = _check_scope(changes["scope"])
     if "schedule" in changes:
         row.schedule = check_schedule(changes["schedule"])
+    if "pseudonyms" in changes:
+        row.pseudonyms = _check_pseudonyms(changes["pseudonyms"])
     session.flush()
     return _record(row)

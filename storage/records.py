@@ -158,6 +158,7 @@ class PeerRecord:
     pinned_address: str | None = None
     scope: PeerScope = PeerScope.SENT
     schedule: str = "immediate"
+    pseudonyms: str = "shared"
     created_at: datetime | None = None
 
 

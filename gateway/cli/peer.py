@@ -46,8 +46,11 @@ _OPTIONS = {
     "pinned_address": "--pin-address",
     "scope": "--scope",
     "schedule": "--schedule",
+    "pseudonyms": "--pseudonyms",
 }
-_FIELD = re.compile(r"^peer (slug|ae_title|host|port|roles|pinned_address|scope|schedule):")
+_FIELD = re.compile(
+    r"^peer (slug|ae_title|host|port|roles|pinned_address|scope|schedule|pseudonyms):")
+_SPACE = click.Choice(peers.PSEUDONYM_SPACES)
 _SCOPE = click.Choice(peers.SCOPES)
 
 
@@ -111,6 +114,7 @@ def _as_dict(record: PeerRecord) -> dict[str, Any]:
         "pinned_address": record.pinned_address,
         "scope": record.scope.value,
         "schedule": record.schedule,
+        "pseudonyms": record.pseudonyms,
         "created_at": record.created_at.isoformat() if record.created_at else None,
     }
 
@@ -147,16 +151,18 @@ def _get(app: AppContext, slug: str) -> PeerRecord:
 @click.option("--schedule", default="immediate", show_default=True, metavar="WHEN",
               help="When a destination may be sent to: immediate, or five cron fields and a "
                    "time zone, e.g. '* 22-23,0-5 * * mon-fri Europe/Berlin'.")
+@click.option("--pseudonyms", type=_SPACE, default="shared", show_default=True,
+              help="A destination's pseudonym space: the node's (shared) or its own.")
 @pass_app
 @translate_errors
 def add(app: AppContext, slug: str, ae_title: str, host: str, port_text: str,
         role_values: tuple[str, ...], pin_address: str | None, scope: str,
-        schedule: str) -> None:
+        schedule: str, pseudonyms: str) -> None:
     """Register a peer under SLUG (lowercase letters, digits, dashes)."""
     wanted = PeerRecord(
         slug=slug, ae_title=ae_title, host=host, port=_port(port_text),
         roles=_roles(role_values), pinned_address=_address(pin_address),
-        scope=PeerScope(scope), schedule=schedule,
+        scope=PeerScope(scope), schedule=schedule, pseudonyms=pseudonyms,
     )
     node = node_app(app)
     try:
@@ -186,11 +192,14 @@ def add(app: AppContext, slug: str, ae_title: str, host: str, port_text: str,
               help="The studies it finds and retrieves: all, sent (by it), routed (to it).")
 @click.option("--schedule", default=None, metavar="WHEN",
               help="immediate, or five cron fields and a time zone (a destination's window).")
+@click.option("--pseudonyms", type=_SPACE, default=None,
+              help="A destination's pseudonym space: shared or own.")
 @pass_app
 @translate_errors
 def update(app: AppContext, slug: str, ae_title: str | None, host: str | None,
            port_text: str | None, role_values: tuple[str, ...], pin_address: str | None,
-           unpin: bool, scope: str | None, schedule: str | None) -> None:
+           unpin: bool, scope: str | None, schedule: str | None,
+           pseudonyms: str | None) -> None:
     """Change some of a peer's values (audited); exit 3 when there is none with SLUG."""
     changes: peers.PeerChanges = {}
     if ae_title is not None:
@@ -209,9 +218,11 @@ def update(app: AppContext, slug: str, ae_title: str | None, host: str | None,
         changes["scope"] = scope
     if schedule is not None:
         changes["schedule"] = schedule
+    if pseudonyms is not None:
+        changes["pseudonyms"] = pseudonyms
     if not changes:
         raise UsageError("nothing to change: give --ae-title, --host, --port, --role, "
-                         "--pin-address, --unpin, --scope or --schedule")
+                         "--pin-address, --unpin, --scope, --schedule or --pseudonyms")
     node = node_app(app)
     try:
         with session_scope(node.engine) as session:

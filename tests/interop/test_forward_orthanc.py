@@ -233,3 +233,44 @@ def test_kill_9_while_forwarding_300_instances_then_restart_delivers_each_once(
     assert done["attempts"] == 2
     sops = _orthanc_sops(pacs)
     assert len(sops) == len(set(sops)) == 300, "an instance is missing or stored twice"
+
+
+def test_destinations_with_their_own_pseudonyms_cannot_link_each_others_patients(
+    serve: Callable[..., ServedNode], orthanc: Callable[..., Orthanc],
+    cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    first = make_clinic_study(tmp_path / "first", series=1, per_series=3, seed=0, jpeg=False)
+    second = make_clinic_study(tmp_path / "second", series=1, per_series=2, seed=1, jpeg=False)
+    left, right = orthanc(), orthanc()
+    node = serve(**FAST, DICOM_GATEWAY_FORWARD__STABLE_AFTER_SECONDS="1")
+    gw = _gw(cli, node)
+    for slug, pacs in (("left", left), ("right", right)):
+        assert gw("peer", "add", slug, "--ae-title", pacs.ae_title, "--host", "127.0.0.1",
+                  "--port", str(pacs.dicom_port), "--role", "destination",
+                  "--pseudonyms", "own").exit_code == 0
+    assert gw("route", "add", "both", "--to", "left,right").exit_code == 0
+    _store(node, first.root)
+    _store(node, second.root)
+    wait_until(lambda: len(left.get("/instances")) == 5 and len(right.get("/instances")) == 5,
+               timeout=120, what="both studies at both institutes")
+
+    def seen(pacs: Orthanc) -> tuple[set[str], set[str], set[str]]:
+        tags = [pacs.get(f"/instances/{iid}/simplified-tags") for iid in pacs.get("/instances")]
+        return ({t["PatientID"] for t in tags}, {t["StudyInstanceUID"] for t in tags},
+                {t["SOPInstanceUID"] for t in tags})
+
+    left_ids, left_studies, left_sops = seen(left)
+    right_ids, right_studies, right_sops = seen(right)
+    # one patient: the same pseudonym for both studies within each institute
+    assert len(left_ids) == 1 and len(right_ids) == 1
+    assert len(left_studies) == 2 and len(right_studies) == 2
+    # and nothing in common between the institutes, nor with the node's own space
+    assert not left_ids & right_ids
+    assert not left_studies & right_studies and not left_sops & right_sops
+    ours = json.loads(gw("study", "list", "--json").stdout)
+    assert not {s["patient_id"] for s in ours} & (left_ids | right_ids)
+    assert not {s["study_instance_uid"] for s in ours} & (left_studies | right_studies)
+    for pacs in (left, right):
+        for iid in pacs.get("/instances"):
+            stored = pacs.request("GET", f"/instances/{iid}/file")
+            assert not [t for t in first.tokens if t.encode() in stored], iid
