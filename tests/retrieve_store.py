@@ -3,11 +3,12 @@
 :func:`store_items` writes real, small image files into a node's file
 store (as the ingest worker would: ``dcmwrite`` with a file meta header,
 through :class:`storage.filestore.FileStore`) and indexes them, so that a
-retrieve reads them from disk. The values are already pseudonymous, the
-way the index holds them. Three studies of two patients from two senders,
-CT and MR, one series stored RLE compressed; :data:`BULK` adds a study of
-many instances for cancel tests. Tests state what must arrive from
-:data:`ITEMS`, independently of the SQL under test.
+retrieve reads them from disk. The patient values are fake (the same
+images also go through ingest in the Orthanc test, which replaces them).
+Three studies of two patients from two senders, CT and MR, one series
+stored RLE compressed; :data:`BULK` adds a study of many instances for
+cancel tests. Tests state what must arrive from :data:`ITEMS`,
+independently of the SQL under test.
 
 :class:`Destination` is a pynetdicom Storage SCP on a free loopback port;
 it can hold every C-STORE after the first until a test releases it, or
@@ -66,6 +67,9 @@ def _plan(study: str, patient: str, sender: str,
     return items
 
 
+#: fake names, so that a test sending these through ingest sees them replaced
+NAMES = {"PSEUDO-A": "Doe^Jane", "PSEUDO-B": "Roe^Richard"}
+
 ITEMS = (
     *_plan("2.25.2001", "PSEUDO-A", "clinic-a",
            [("CT", 3, ExplicitVRLittleEndian), ("MR", 2, ExplicitVRLittleEndian)]),
@@ -93,7 +97,7 @@ def image(item: Item) -> Dataset:
     ds = Dataset()
     ds.SOPClassUID, ds.SOPInstanceUID = item.sop_class, item.sop
     ds.StudyInstanceUID, ds.SeriesInstanceUID = item.study, item.series
-    ds.PatientName, ds.PatientID = f"{item.patient}^ANON", item.patient
+    ds.PatientName, ds.PatientID = NAMES[item.patient], item.patient
     ds.PatientBirthDate, ds.PatientSex = "", "O"
     ds.StudyDate, ds.StudyTime, ds.StudyDescription = "20240105", "093000", "CHEST"
     ds.AccessionNumber, ds.StudyID, ds.ReferringPhysicianName = "", "S1", ""
@@ -130,7 +134,7 @@ def store_items(engine: Engine, store: FileStore, items: Iterable[Item] = ITEMS)
             stored = store.write(fill)
             paths[item.sop] = stored.path
             index.add_instance(session, InstanceRecord(
-                patient_id=item.patient, patient_name=f"{item.patient}^ANON", patient_sex="O",
+                patient_id=item.patient, patient_name=NAMES[item.patient], patient_sex="O",
                 patient_birth_date="", study_instance_uid=item.study, study_date="20240105",
                 study_time="093000", accession_number="", study_id="S1",
                 study_description="CHEST", referring_physician_name="",
