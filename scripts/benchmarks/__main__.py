@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import anonymize, ingest, memory
+from . import anonymize, ingest, memory, query
 
-BENCHMARKS = {"anonymize": anonymize.main, "ingest": ingest.main, "memory": memory.main}
+BENCHMARKS = {"anonymize": anonymize.main, "ingest": ingest.main, "memory": memory.main,
+              "query": query.main}
 
 
 def main(argv: list[str]) -> int:
