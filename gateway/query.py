@@ -53,12 +53,14 @@ from storage.search import FIELDS, Level, Query, Scope
 __all__ = [
     "IDENTIFIER_DOES_NOT_MATCH",
     "KEYWORDS",
+    "MULTI_VALUED",
     "Find",
     "IdentifierError",
     "Root",
     "datetime_matching",
     "extended_negotiation",
     "parse_identifier",
+    "response_elements",
     "to_identifier",
 ]
 
@@ -108,7 +110,7 @@ UNIQUE: Final[Mapping[Level, str]] = {
 }
 
 #: Returned with the index's multi-valued text split at backslashes.
-_MULTI_VALUED: Final = frozenset({"modalities_in_study", "sop_classes_in_study"})
+MULTI_VALUED: Final = frozenset({"modalities_in_study", "sop_classes_in_study"})
 #: Set by the node in every response, whatever the request held.
 _FIXED: Final = frozenset({"QueryRetrieveLevel", "SpecificCharacterSet", "RetrieveAETitle"})
 
@@ -160,7 +162,7 @@ def extended_negotiation(requested: bytes) -> bytes:
 
 
 def datetime_matching(requested: bytes | None) -> bool:
-    """Whether a caller's extended negotiation item (if any) asked for combined date-time matching."""
+    """Whether the caller's extended negotiation item asked for combined date-time matching."""
     answer = extended_negotiation(requested or b"")
     return len(answer) > _DATETIME_BYTE and answer[_DATETIME_BYTE] == 1
 
@@ -267,6 +269,29 @@ def _element(tag: BaseTag, vr: str, value: Any) -> DataElement:
     return DataElement(tag, vr, value, validation_mode=pydicom_config.IGNORE)
 
 
+def response_elements(find: Find, retrieve_ae_title: str
+                      ) -> list[tuple[int, str, bytes | str | None]]:
+    """The elements of every response to ``find``, for :class:`gateway.responses.IdentifierEncoder`.
+
+    ``(tag, VR, source)``: ``source`` is the index field the value comes
+    from, the fixed value, or ``None`` for an element always sent empty;
+    the same elements and values as :func:`to_identifier` gives.
+    """
+    elements: dict[int, tuple[int, str, bytes | str | None]] = {
+        0x00080005: (0x00080005, "CS", RESPONSE_CHARACTER_SET.encode()),
+        0x00080052: (0x00080052, "CS", find.query.level.value.encode()),
+        0x00080054: (0x00080054, "AE", retrieve_ae_title.encode()),
+    }
+    for tag, vr, name in find.returned:
+        source: bytes | str | None = name or None
+        if tag == 0x00080056:
+            source = b"ONLINE"
+        elif vr == "SQ":
+            source = None
+        elements[int(tag)] = (int(tag), vr, source)
+    return list(elements.values())
+
+
 def to_identifier(row: Mapping[str, Any], find: Find, retrieve_ae_title: str) -> Dataset:
     """Build one response identifier from an index row (see the module notes).
 
@@ -296,7 +321,7 @@ def to_identifier(row: Mapping[str, Any], find: Find, retrieve_ae_title: str) ->
             value = []
         elif name:
             stored = row.get(name)
-            if name in _MULTI_VALUED:
+            if name in MULTI_VALUED:
                 value = [item for item in str(stored or "").split("\\") if item] or None
             elif stored is not None and stored != "":
                 value = stored
