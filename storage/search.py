@@ -23,9 +23,9 @@ There is no ``ORDER BY`` (PS3.4 defines no order of C-FIND responses): a
 sort would make every query read all its matches before the first one is
 sent, and it would push the planner to scan the query level's table in
 key order instead of starting from the most selective index.
-:func:`stream` yields rows as the cursor delivers them (a server-side
-cursor on PostgreSQL), so the first result is sent before the last match
-is read.
+:func:`stream` yields rows as the cursor delivers them (on PostgreSQL as
+the server sends them, without a server-side cursor), so the first result
+is sent before the last match is read.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import aliased
 
+from ._sql import stream_postgresql
 from .conditions import match_condition, range_condition, time_of
 from .db import read_connection
 from .matching import Match, Range, Single, Universal, ValueKind
@@ -325,9 +326,11 @@ def stream(engine: Engine, query: Query, *, limit: int
            ) -> Generator[dict[str, Any], None, None]:
     """Yield the rows of ``query`` as the cursor delivers them, at most ``limit``.
 
-    The rows are read in one read-only transaction, :data:`BATCH` at a
-    time (a server-side cursor on PostgreSQL); closing the generator early
-    (a C-CANCEL) ends the transaction and frees the cursor.
+    On SQLite the rows are read in one read-only transaction, :data:`BATCH`
+    at a time; on PostgreSQL as the server sends them, in chunks of
+    :data:`BATCH`, from one statement (:func:`storage._sql.stream_postgresql`:
+    no server-side cursor and its round trips). Closing the generator early
+    (a C-CANCEL) ends the transaction or cancels the statement.
 
     Parameters
     ----------
@@ -345,6 +348,11 @@ def stream(engine: Engine, query: Query, *, limit: int
         Field name -> stored value, for every key of the query.
     """
     statement = compile_query(query, engine.dialect.name).limit(limit)
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            connection.execution_options(isolation_level="AUTOCOMMIT")
+            yield from stream_postgresql(connection, statement, BATCH)
+        return
     with read_connection(engine) as connection:
         result = connection.execution_options(yield_per=BATCH).execute(statement)
         try:

@@ -16,7 +16,7 @@ from sqlalchemy import Engine, event, select, update
 from storage.db import session_scope
 from storage.matching import ValueKind, parse
 from storage.models import PeerScope, Study, StudyState
-from storage.search import FIELDS, Level, Query, Scope, stream
+from storage.search import BATCH, FIELDS, Level, Query, Scope, stream
 from tests.query_index import (
     INSTANCES,
     MR,
@@ -203,8 +203,21 @@ def test_quarantined_studies_are_never_found(indexed: Engine) -> None:
                  "series_instance_uid") == []
 
 
-def test_stream_reads_through_a_cursor_in_batches(indexed: Engine) -> None:
+def test_stream_reads_rows_as_the_database_delivers_them(
+        indexed: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[dict[str, Any]] = []
+    if indexed.dialect.name == "postgresql":
+        import psycopg
+
+        streamed = psycopg.Cursor.stream
+
+        def record_stream(self: Any, query: Any, params: Any = None, **options: Any) -> Any:
+            seen.append({"stream": True, "cursor": type(self).__name__,
+                         "size": options.get("size")})
+            return streamed(self, query, params, **options)
+
+        # one statement streamed by psycopg: no server-side cursor, no FETCH round trips
+        monkeypatch.setattr(psycopg.Cursor, "stream", record_stream)
 
     def record(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
                executemany: bool) -> None:
@@ -222,8 +235,8 @@ def test_stream_reads_through_a_cursor_in_batches(indexed: Engine) -> None:
         event.remove(indexed, "before_cursor_execute", record)
     assert seen and seen[-1]["stream"] is True
     if indexed.dialect.name == "postgresql":
-        assert seen[-1]["cursor"] == "ServerCursor"  # rows stay on the server until fetched
-    with session_scope(indexed, readonly=True) as session:  # the transaction was ended
+        assert seen[-1]["cursor"] == "Cursor" and seen[-1]["size"] in (1, BATCH)
+    with session_scope(indexed, readonly=True) as session:  # the connection is usable again
         assert session.execute(select(Study.id).limit(1)).scalar_one() > 0
 
 
