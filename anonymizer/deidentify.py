@@ -12,9 +12,10 @@ CVE-2019-11687).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -23,24 +24,27 @@ from pydicom.filereader import data_element_generator
 from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, UID
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from . import gate
+from . import gate, memo
 from .engine import Walker
-from .tags import DOCUMENT_SOP_CLASSES
 from .errors import AnonymizationError
 from .identifiers import Identifiers
 from .profile import Profile
 from .pseudonyms import PatientKey, Pseudonym, PseudonymLookup
-from .values import encode, fast_codec
+from .tags import DOCUMENT_SOP_CLASSES
+from .values import encode
 
-__all__ = ["anonymize", "Result", "OriginalStudy", "IMPLEMENTATION_CLASS_UID"]
+__all__ = ["IMPLEMENTATION_CLASS_UID", "OriginalStudy", "Result", "anonymize"]
 
 #: This implementation's class UID (PS3.7 D.3.3.2), a 2.25 UUID UID.
 IMPLEMENTATION_CLASS_UID = UID("2.25.265460895359661878355929324491037677409")
 IMPLEMENTATION_VERSION_NAME = "DICOMGW_0_1"
 _PATIENT_NAME = 0x00100010
 _PATIENT_ID = 0x00100020
+_TRANSFER_SYNTAX = BaseTag(0x00020010)
+#: identifiers of an instance looked up among the ones seen before when at most this many
+_SHARED_IDENTIFIERS = 256
 
 
 @dataclass(frozen=True)
@@ -124,12 +128,12 @@ def _patient_key(walker: Walker, ds: Dataset) -> PatientKey:
     )
 
 
-def _review_reasons(walker: Walker, ds: Dataset, profile: Profile) -> list[str]:
+def _review_reasons(walker: Walker, ds: Dataset, profile: Profile, sop_class: str) -> list[str]:
     reasons = []
     burned_in = _text(walker, ds, "BurnedInAnnotation").strip().upper()
     if burned_in == "YES":
         reasons.append("BurnedInAnnotation is YES: pixel data may show identifying text")
-    elif _text(walker, ds, "SOPClassUID") in profile.risky_sop_classes and burned_in != "NO":
+    elif sop_class in profile.risky_sop_classes and burned_in != "NO":
         reasons.append(
             "SOP class often carries burned-in text and BurnedInAnnotation is not NO"
         )
@@ -140,8 +144,8 @@ def _review_reasons(walker: Walker, ds: Dataset, profile: Profile) -> list[str]:
 
 def _transfer_syntax(ds: Dataset) -> UID:
     meta = getattr(ds, "file_meta", None)
-    if meta is not None and "TransferSyntaxUID" in meta:
-        return UID(meta.TransferSyntaxUID)
+    if meta is not None and _TRANSFER_SYNTAX in meta._dict:
+        return UID(meta[_TRANSFER_SYNTAX].value)
     implicit, _little = ds.original_encoding
     return ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
 
@@ -184,16 +188,52 @@ def _encoded_marks(
     return tuple(e for e in found if isinstance(e, RawDataElement))
 
 
-def _mark(out: Dataset, profile: Profile, pseudonym: Pseudonym, source: Dataset) -> None:
+def _options(profile: Profile) -> tuple[frozenset[str], tuple[str, ...]]:
+    """The names of the profile's options, as a set and sorted (derived once per profile)."""
+    found: tuple[frozenset[str], tuple[str, ...]] | None = profile.derived.get("option names")
+    if found is None:
+        names = [o.value for o in profile.options]
+        found = profile.derived["option names"] = (frozenset(names), tuple(sorted(names)))
+    return found
+
+
+def _identifiers(found: list[tuple[str, str, str]], cache: dict[Hashable, Any]) -> Identifiers:
+    """:meth:`Identifiers.build`, shared by the instances that collect the same identifiers."""
+    if len(found) > _SHARED_IDENTIFIERS:
+        return Identifiers.build(found)
+    key = ("identifiers of", tuple(found))
+    hit: Identifiers | None = cache.get(key)
+    if hit is None:
+        hit = Identifiers.build(found)
+        memo.remember(cache, key, hit)
+    return hit
+
+
+def _meta_element(
+    cache: dict[Hashable, Any], tag: int, vr: str, value: str, *, shared: bool,
+) -> RawDataElement | None:
+    """A File Meta Information element, Explicit VR Little Endian (shared when ``shared``)."""
+    key = ("meta", tag, value)
+    found: RawDataElement | None = cache.get(key) if shared else None
+    if found is None:
+        found = encode(tag, vr, [value], (False, True), "ascii")
+        if shared:
+            memo.remember(cache, key, found)
+    return found
+
+
+def _mark(
+    out: Dataset, profile: Profile, options: frozenset[str], pseudonym: Pseudonym,
+    source: Dataset, walker: Walker,
+) -> None:
     implicit, little = source.original_encoding
     if implicit is None or little is None:
         for elem in _marks_dataset(profile):
             out.add(elem)
     else:
-        options = frozenset(o.value for o in profile.options)
         for raw in _encoded_marks(options, implicit, little):
             out._dict[raw.tag] = raw
-    codec = fast_codec(source._character_set)
+    codec = walker.codec(source)
     for tag, vr, value in ((_PATIENT_NAME, "PN", pseudonym.patient_name),
                            (_PATIENT_ID, "LO", pseudonym.patient_id)):
         encoded = encode(tag, vr, [value], (implicit, little), codec)
@@ -232,8 +272,9 @@ def anonymize(ds: Dataset, profile: Profile, lookup: PseudonymLookup) -> Result:
     if not sop_class or not _text(walker, ds, "SOPInstanceUID"):
         raise AnonymizationError("SOPInstanceUID or SOPClassUID is missing")
     walker.keep_document = sop_class in DOCUMENT_SOP_CLASSES
+    cache = profile.value_cache
     try:
-        walker.identifiers = Identifiers.build(walker.collect(ds))
+        walker.identifiers = _identifiers(walker.collect(ds), cache)
         key = _patient_key(walker, ds)
         pseudonym = lookup.patient(key)
         walker.pseudonym = pseudonym
@@ -243,23 +284,25 @@ def anonymize(ds: Dataset, profile: Profile, lookup: PseudonymLookup) -> Result:
         raise AnonymizationError(
             f"sequence nesting deeper than {profile.max_sequence_depth}"
         ) from None
-    _mark(out, profile, pseudonym, ds)
-    review = _review_reasons(walker, ds, profile) + walker.review
+    options, option_names = _options(profile)
+    _mark(out, profile, options, pseudonym, ds, walker)
+    review = _review_reasons(walker, ds, profile, sop_class) + walker.review
+    sop_instance = _text(walker, out, "SOPInstanceUID")
     meta = FileMetaDataset()
     for tag, vr, value in (
         (0x00020002, "UI", sop_class),
-        (0x00020003, "UI", _text(walker, out, "SOPInstanceUID")),
+        (0x00020003, "UI", sop_instance),
         (0x00020010, "UI", _transfer_syntax(ds)),
         (0x00020012, "UI", IMPLEMENTATION_CLASS_UID),
         (0x00020013, "SH", IMPLEMENTATION_VERSION_NAME),
     ):  # File Meta Information is always Explicit VR Little Endian (PS3.10 7.1)
-        raw = encode(tag, vr, [value], (False, True), "ascii")
+        raw = _meta_element(cache, tag, vr, value, shared=tag != 0x00020003)
         if raw is not None:
-            meta._dict[BaseTag(tag)] = raw
+            meta._dict[raw.tag] = raw
     out.file_meta = meta
     out.preamble = b"\0" * 128
     if profile.residual_phi_gate:
-        gate.check(out, walker.identifiers, walker.generated, profile.value_cache)
+        gate.check(out, walker.identifiers, walker.generated, cache)
     study = OriginalStudy(
         _text(walker, ds, "StudyInstanceUID"), _text(walker, ds, "AccessionNumber"),
         _text(walker, ds, "StudyID"),
@@ -272,8 +315,8 @@ def anonymize(ds: Dataset, profile: Profile, lookup: PseudonymLookup) -> Result:
         patient=key,
         pseudonym=pseudonym,
         study=study,
-        options=tuple(sorted(o.value for o in profile.options)),
-        sop_instance_uid=_text(walker, out, "SOPInstanceUID"),
+        options=option_names,
+        sop_instance_uid=sop_instance,
         study_instance_uid=_text(walker, out, "StudyInstanceUID"),
         series_instance_uid=_text(walker, out, "SeriesInstanceUID"),
     )

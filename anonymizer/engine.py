@@ -249,7 +249,7 @@ class Walker(Reader):
 
     def _put(self, src: Dataset, out: Dataset, tag: int, vr: str, values: list[str]) -> None:
         """Store new string values, raw in the source's encoding where possible."""
-        raw = encode(tag, vr, values, src.original_encoding, self._codec(src))
+        raw = encode(tag, vr, values, src.original_encoding, self.codec(src))
         if raw is not None:
             out._dict[BaseTag(tag)] = raw
             self.generated.add(id(raw))

@@ -61,6 +61,8 @@ class Shape:
     sequences: tuple[int, ...]
     #: (date position, date tag, time position, time tag) of the Date/Time partners present
     pairs: tuple[tuple[int, int, int, int], ...]
+    #: positions of the identifiers, then of the sequences
+    collected: tuple[int, ...] = ()
     #: the walk's plan, strict (True) or not (False), made when first needed
     layouts: dict[bool, Layout] = field(default_factory=dict)
 
@@ -122,6 +124,7 @@ def shape(
                 if tag in DATE_TIME_PARTNERS and DATE_TIME_PARTNERS[tag] in positions
             ),
         )
+        found.collected = tuple(i[0] for i in found.identifiers) + found.sequences
         if len(tags) <= _LARGEST:
             if len(shapes) >= _SHAPES:
                 shapes.clear()

@@ -14,6 +14,13 @@ integer that is never handed out twice in a process. A key holding a scope
 is as specific as one holding the things themselves, and stays so when the
 cache is cleared (a scope dropped with it is never reissued for anything
 else).
+
+Most values of an instance are the very values of the instance before it in
+the series, at the same positions of the same layout. :func:`keep` and
+:func:`recall` hold what the last instance of a layout brought (its values
+at the positions that matter, and what came of them), so that the next one
+compares its values with them in one step and looks up only those that
+differ.
 """
 
 from __future__ import annotations
@@ -24,9 +31,13 @@ from typing import Any
 
 from .tags import VALUE_CACHE_LIMIT
 
-__all__ = ["remember", "scope"]
+__all__ = ["RECENT_BYTES", "keep", "recall", "remember", "scope"]
 
 _SCOPES = itertools.count()
+#: what the last instances brought, kept per profile before starting afresh, and the
+#: most bytes of values one of them holds (so the store holds at most about 16 MB)
+_RECENT = 256
+RECENT_BYTES = 65536
 
 
 def remember(cache: MutableMapping[Hashable, Any], key: Hashable, value: object) -> None:
@@ -44,3 +55,22 @@ def scope(cache: MutableMapping[Hashable, Any], around: Hashable) -> int:
         found = next(_SCOPES)
         remember(cache, key, found)
     return int(found)
+
+
+def recall(store: dict[Hashable, Any], owner: object, key: Hashable) -> Any:
+    """What :func:`keep` kept for ``owner`` (a layout) under ``key``, or None."""
+    found = store.get((id(owner), key))
+    if found is not None and found[0] is owner:
+        return found[1]
+    return None
+
+
+def keep(store: dict[Hashable, Any], owner: object, key: Hashable, state: object) -> None:
+    """Keep ``state`` for ``owner`` under ``key``: what the last instance of a layout brought.
+
+    The store holds the owner itself, so that an owner dropped and another
+    made at its address never sees its state.
+    """
+    if len(store) >= _RECENT:
+        store.clear()
+    store[(id(owner), key)] = (owner, state)

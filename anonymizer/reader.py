@@ -10,6 +10,8 @@ own identifiers (see :mod:`anonymizer.identifiers`) from every depth.
 from __future__ import annotations
 
 from collections.abc import Hashable
+from operator import attrgetter
+from typing import Any
 
 from pydicom.datadict import dictionary_keyword
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
@@ -33,6 +35,8 @@ from .tags import (
 from .values import as_strings, fast_codec
 
 __all__ = ["Reader"]
+
+_VALUE = attrgetter("value")
 
 
 def _tables(profile: Profile) -> tuple[bool, bool, dict[int, tuple[str, str]]]:
@@ -60,6 +64,7 @@ class Reader:
         self._codecs: dict[int, tuple[str | None, Hashable]] = {}
         self._shapes: dict[int, Shape] = {}
         self._cache = profile.value_cache
+        self._recent: dict[Hashable, Any] = profile.derived.setdefault("recent", {})
         tables = profile.derived.get("walk")
         if tables is None:
             tables = profile.derived["walk"] = _tables(profile)
@@ -96,9 +101,9 @@ class Reader:
 
     def strings(self, src: Dataset, tag: int, elem: Element, vr: str) -> list[str]:
         """The values of a string element, decoded the cheapest correct way."""
-        return as_strings(elem, vr, self._codec(src), lambda: self.element(src, tag))
+        return as_strings(elem, vr, self.codec(src), lambda: self.element(src, tag))
 
-    def _codec(self, src: Dataset) -> str | None:
+    def codec(self, src: Dataset) -> str | None:
         """The codec for ``src``'s text (its character set is looked up once per dataset)."""
         return self._text_form(src)[0]
 
@@ -136,6 +141,14 @@ class Reader:
         text_form = self._text_form(src)[1]
         form = self.shape(src)
         elements = list(src._dict.values())
+        # the values collect reads; the same as the last instance's: the same identifiers
+        read = list(map(elements.__getitem__, form.collected))
+        values, classes = list(map(_VALUE, read)), list(map(type, read))
+        recent_key = ("collect", src.original_encoding, text_form, depth)
+        recent = memo.recall(self._recent, form, recent_key)
+        if recent is not None and recent[0] == values and recent[1] == classes:
+            return list(recent[2])
+        shared = True  # every value read is one the cache keys by
         for position, tag, keyword, kind in form.identifiers:
             raw = elements[position]
             value = raw.value
@@ -148,6 +161,7 @@ class Reader:
                     memo.remember(cache, known, hit)
                 found += hit
             else:
+                shared = False
                 found += self._identifiers(src, tag, raw, keyword, kind)
         for position in form.sequences:
             raw = elements[position]
@@ -160,12 +174,15 @@ class Reader:
                 if hit is not None:
                     found += hit
                     continue
+            shared = shared and key is not None
             inner: list[tuple[str, str, str]] = []
             for item in self.element(src, form.tags[position]).value or ():
                 inner += self.collect(item, depth + 1)
             if key is not None:
                 memo.remember(cache, key, tuple(inner))
             found += inner
+        if shared and sum(map(len, values)) <= memo.RECENT_BYTES:
+            memo.keep(self._recent, form, recent_key, (values, classes, tuple(found)))
         return found
 
     def shape(self, src: Dataset) -> Shape:
