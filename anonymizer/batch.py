@@ -19,6 +19,7 @@ written to the output; a review folder can be named to receive them.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 from collections import Counter
@@ -30,15 +31,18 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 from pydicom.filewriter import dcmwrite
+from pydicom.tag import BaseTag
 
 from .deidentify import Result, anonymize
 from .errors import AnonymizationError
 from .profile import Profile
 from .pseudonyms import PseudonymLookup
 
-__all__ = ["Outcome", "FileReport", "BatchReport", "find_inputs", "deidentify_file", "run"]
+__all__ = ["BatchReport", "FileReport", "Outcome", "deidentify_file", "find_inputs", "run"]
 
 _MEDIA_DIRECTORY = "1.2.840.10008.1.3.10"
+_MEDIA_STORAGE_SOP_CLASS = BaseTag(0x00020002)
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL
 _TMP_PREFIX = ".partial-"
 #: temporary names: process id and a counter, unique within the output folder
 _SERIAL = itertools.count()
@@ -130,12 +134,22 @@ def _fail_reason(exc: BaseException, profile: Profile) -> str:
 
 def _output_path(root: Path, result: Result) -> Path:
     # replaced UIDs: digits and dots made by the engine, never a value from the input
-    return (
-        root
-        / (result.study_instance_uid or "no-study")
-        / (result.series_instance_uid or "no-series")
-        / f"{result.sop_instance_uid}.dcm"
+    return root.joinpath(
+        result.study_instance_uid or "no-study",
+        result.series_instance_uid or "no-series",
+        f"{result.sop_instance_uid}.dcm",
     )
+
+
+def _create(tmp_name: str, folder: str) -> int:
+    """Open a new temporary file in ``folder``, making the folder when it is new."""
+    try:
+        return os.open(tmp_name, _NEW_FILE, 0o644)
+    except FileNotFoundError:  # the first file of its study or series
+        os.makedirs(folder, exist_ok=True)
+    except FileExistsError:  # left by an interrupted run that had our process id
+        os.unlink(tmp_name)
+    return os.open(tmp_name, _NEW_FILE, 0o644)
 
 
 def write_atomically(result: Result, target: Path, *, durable: bool = True) -> None:
@@ -144,14 +158,9 @@ def write_atomically(result: Result, target: Path, *, durable: bool = True) -> N
     With ``durable`` the file and its folder are fsync'd before this returns;
     a batch passes False and syncs once at its end instead (see :func:`run`).
     """
-    if not target.parent.is_dir():
-        target.parent.mkdir(parents=True, exist_ok=True)
-    tmp_name = target.parent / f"{_TMP_PREFIX}{os.getpid()}-{next(_SERIAL)}"
-    try:
-        fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:  # left by an interrupted run that had our process id
-        tmp_name.unlink()
-        fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    folder = str(target.parent)
+    tmp_name = os.path.join(folder, f"{_TMP_PREFIX}{os.getpid()}-{next(_SERIAL)}")
+    fd = _create(tmp_name, folder)
     try:
         with open(fd, "wb") as fh:
             dcmwrite(fh, result.dataset, enforce_file_format=True)
@@ -160,10 +169,11 @@ def write_atomically(result: Result, target: Path, *, durable: bool = True) -> N
                 os.fsync(fh.fileno())
         os.replace(tmp_name, target)
     except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
         raise
     if durable:
-        dir_fd = os.open(target.parent, os.O_RDONLY)
+        dir_fd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
@@ -187,7 +197,8 @@ def deidentify_file(
     except Exception as exc:  # pydicom raises many types on broken input
         return FileReport(source, Outcome.FAILED, _fail_reason(exc, profile))
     meta = getattr(ds, "file_meta", None)
-    if meta is not None and str(meta.get("MediaStorageSOPClassUID", "")) == _MEDIA_DIRECTORY:
+    media_class = None if meta is None else meta.get(_MEDIA_STORAGE_SOP_CLASS)
+    if media_class is not None and str(media_class.value) == _MEDIA_DIRECTORY:
         return FileReport(source, Outcome.MEDIA_DIRECTORY, "DICOMDIR: not copied")
     try:
         result = anonymize(ds, profile, lookup)
