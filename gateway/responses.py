@@ -79,28 +79,32 @@ class IdentifierEncoder:
 
     def __init__(self, elements: Sequence[tuple[int, str, Any]], *, implicit_vr: bool,
                  little_endian: bool, multi_valued: Iterable[str] = ()) -> None:
-        self._order = "<" if little_endian else ">"
-        self._implicit = implicit_vr
+        order = "<" if little_endian else ">"
+        self._tag = struct.Struct(f"{order}HH")
+        self._short = struct.Struct(f"{order}H")
+        self._long = struct.Struct(f"{order}L")
         self._multi = frozenset(multi_valued)
-        parts: list[tuple[bytes, str, bool, Any]] = []
+        #: (encoded header, or whole element when fixed; VR; 32-bit length; field or None)
+        parts: list[tuple[bytes, str, bool, str | None]] = []
         for tag, vr, source in sorted(elements, key=lambda item: item[0]):
             if len(vr) != 2 or not vr.isalpha():
                 raise ValueError(f"cannot encode VR {vr!r} of ({tag >> 16:04X},{tag & 0xFFFF:04X})")
-            prefix = struct.pack(f"{self._order}HH", tag >> 16, tag & 0xFFFF)
+            prefix = self._tag.pack(tag >> 16, tag & 0xFFFF)
             long_length = implicit_vr or vr in _LONG_VRS
             if not implicit_vr:
                 prefix += vr.encode("ascii") + (b"\x00\x00" if vr in _LONG_VRS else b"")
             if isinstance(source, bytes):
-                prefix += self._length(len(self._padded(source, vr)), long_length)
-                parts.append((prefix + self._padded(source, vr), "", long_length, None))
+                value = self._padded(source, vr)
+                parts.append((prefix + self._length(len(value), long_length) + value, vr,
+                              long_length, None))
             elif source is None or vr == "SQ":
-                parts.append((prefix + self._length(0, long_length), "", long_length, None))
+                parts.append((prefix + self._length(0, long_length), vr, long_length, None))
             else:
-                parts.append((prefix, vr, long_length, source))
+                parts.append((prefix, vr, long_length, str(source)))
         self._parts = parts
 
     def _length(self, length: int, long_length: bool) -> bytes:
-        return struct.pack(f"{self._order}{'L' if long_length else 'H'}", length)
+        return (self._long if long_length else self._short).pack(length)
 
     @staticmethod
     def _padded(value: bytes, vr: str) -> bytes:
