@@ -11,6 +11,7 @@ the newest schema. ``instance_record(**overrides)`` builds index records.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.pool import NullPool
 
 from storage.db import make_engine
@@ -56,10 +58,25 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         try:
             yield base.set(database=name).render_as_string(hide_password=False)
         finally:
-            with admin.connect() as connection:
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            _drop(admin, name)
     finally:
         admin.dispose()
+
+
+def _drop(admin: Engine, name: str) -> None:
+    """Drop a test database; retried while a server process (autovacuum) is still attached.
+
+    ``WITH (FORCE)`` ends the test's own leftover connections, but the test
+    role may not end the server's own workers; a database it cannot drop
+    after a few tries is left behind rather than failing the test that used it.
+    """
+    for attempt in range(10):
+        try:
+            with admin.connect() as connection:
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            return
+        except (OperationalError, ProgrammingError):
+            time.sleep(0.2 * (attempt + 1))
 
 
 @pytest.fixture

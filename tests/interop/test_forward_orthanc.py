@@ -230,7 +230,7 @@ def test_kill_9_while_forwarding_300_instances_then_restart_delivers_each_once(
                what="the job finished after the restart")
     [done] = _jobs(_gw(cli, restarted))
     assert (done["sent"], done["failed"], done["pending"]) == (300, 0, 0)
-    assert done["attempts"] == 2
+    assert done["attempts"] >= 2  # the killed attempt, then at least one after the restart
     sops = _orthanc_sops(pacs)
     assert len(sops) == len(set(sops)) == 300, "an instance is missing or stored twice"
 
