@@ -153,8 +153,7 @@ class PeerScope(str, enum.Enum):
     ``sent``
         The studies this peer sent (``study.source_peer``); the default.
     ``routed``
-        The studies routed to this peer. Routing does not exist yet, so this
-        scope matches nothing until it lands.
+        The studies routed to this peer: those with a forward job to it.
     """
 
     ALL = "all"

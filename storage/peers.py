@@ -5,7 +5,7 @@ ARCHITECTURE.md, peers and access: every remote AE is a peer with roles
 and ``destination`` (we send to it), optionally pinned to one address
 (RELIABILITY.md T02). A query or retrieve peer has a scope: ``all``,
 ``sent`` (the studies it sent; the default) or ``routed`` (the studies
-routed to it; routing does not exist yet, so nothing until it does). A peer
+routed to it: those with a forward job to it). A peer
 has a lowercase slug for people and the database; its AE title is a field,
 not its name (STYLE.md section 3). Every value is checked here, with a
 message naming the field and the rule. A peer that a route sends to

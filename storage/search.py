@@ -54,6 +54,7 @@ from .conditions import match_condition, range_condition, time_of
 from .db import read_connection
 from .matching import Match, Range, Single, Universal, ValueKind
 from .models import Instance, Patient, PeerScope, Series, Study, StudyState
+from .queue_models import ForwardJob
 
 __all__ = [
     "FIELDS",
@@ -89,7 +90,8 @@ class Scope:
     """Which studies a caller sees: a peer's :class:`~storage.models.PeerScope` and slug.
 
     ``sent`` shows the studies whose ``source_peer`` is ``peer``; ``routed``
-    shows nothing until routing exists; ``all`` shows every active study.
+    the studies with a forward job to ``peer`` (routed or forwarded to it,
+    whatever became of the job); ``all`` shows every active study.
     """
 
     kind: PeerScope
@@ -142,6 +144,10 @@ def visible(scope: Scope, study: Any = Study) -> ColumnElement[bool]:
         return and_(active, true())
     if scope.kind is PeerScope.SENT and scope.peer:
         return and_(active, study.source_peer == scope.peer)
+    if scope.kind is PeerScope.ROUTED and scope.peer:
+        routed = exists().where(ForwardJob.study_instance_uid == study.study_instance_uid,
+                                ForwardJob.destination == scope.peer)
+        return and_(active, routed)
     return and_(active, false())
 
 

@@ -5,7 +5,7 @@ option on failure (exit 2); an unknown slug exits 3; ``peer echo`` exits 4
 when the peer cannot be reached and 1 when it answers with anything but
 success. ``--scope`` says which studies a query or retrieve peer finds:
 ``all``, ``sent`` (the studies it sent; the default) or ``routed`` (the
-studies routed to it: nothing until routing exists). Adding, changing and
+studies routed to it, i.e. with a forward job to it). Adding, changing and
 removing a peer are audited with the OS user as the actor.
 """
 

@@ -257,3 +257,19 @@ def test_every_field_can_be_returned(indexed: Engine) -> None:
     assert row["series_number"] is None
     assert row["patient_name"] == "Doe^Jane"
     assert row["available_transfer_syntax_uid"] == "1.2.840.10008.1.2.1"
+
+
+def test_a_routed_scope_sees_the_studies_routed_to_that_peer(indexed: Engine) -> None:
+    import storage.jobs as jobs
+    from datetime import UTC, datetime
+
+    with session_scope(indexed) as session:
+        routed = jobs.enqueue(session, "2.25.1001", "institute", datetime.now(UTC))
+    assert routed is not None
+    assert _uids(indexed, _query(Level.STUDY, Scope(PeerScope.ROUTED, "institute"))) == [
+        "2.25.1001"]
+    assert _uids(indexed, _query(Level.STUDY, Scope(PeerScope.ROUTED, "other"))) == []
+    images = _uids(indexed, _query(Level.IMAGE, Scope(PeerScope.ROUTED, "institute"),
+                                   study_instance_uid="2.25.1001",
+                                   series_instance_uid="2.25.1001.1"), "sop_instance_uid")
+    assert images, "the routed study's images are hidden from its destination"
