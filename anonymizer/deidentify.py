@@ -95,49 +95,34 @@ class Result:
     series_instance_uid: str = ""
 
 
-_KEYWORD_VRS = {
-    "IssuerOfPatientID": (0x00100021, "LO"),
-    "PatientID": (0x00100020, "LO"),
-    "PatientName": (0x00100010, "PN"),
-    "PatientBirthDate": (0x00100030, "DA"),
-    "BurnedInAnnotation": (0x00280301, "CS"),
-    "RecognizableVisualFeatures": (0x00280302, "CS"),
-    "SOPClassUID": (0x00080016, "UI"),
-    "SOPInstanceUID": (0x00080018, "UI"),
-    "StudyInstanceUID": (0x0020000D, "UI"),
-    "SeriesInstanceUID": (0x0020000E, "UI"),
-    "AccessionNumber": (0x00080050, "SH"),
-    "StudyID": (0x00200010, "SH"),
-}
-
-
-def _text(walker: Walker, ds: Dataset, keyword: str) -> str:
-    """The value of a top-level attribute as text ('' when absent), decoded cheaply."""
-    tag, vr = _KEYWORD_VRS[keyword]
-    elem = ds._dict.get(BaseTag(tag))
-    if elem is None:
-        return ""
-    return "\\".join(walker.strings(ds, tag, elem, vr))
+# top-level attributes the engine reads as text, (tag, VR), in the groups it reads them in
+_INSTANCE = ((0x00080016, "UI"), (0x00080018, "UI"))  # SOPClassUID, SOPInstanceUID
+#: IssuerOfPatientID, PatientID, PatientName, PatientBirthDate
+_PATIENT = ((0x00100021, "LO"), (0x00100020, "LO"), (0x00100010, "PN"), (0x00100030, "DA"))
+#: BurnedInAnnotation, RecognizableVisualFeatures
+_REVIEW = ((0x00280301, "CS"), (0x00280302, "CS"))
+#: StudyInstanceUID, AccessionNumber, StudyID
+_STUDY = ((0x0020000D, "UI"), (0x00080050, "SH"), (0x00200010, "SH"))
+#: SOPInstanceUID, StudyInstanceUID, SeriesInstanceUID (as replaced)
+_NEW_UIDS = ((0x00080018, "UI"), (0x0020000D, "UI"), (0x0020000E, "UI"))
 
 
 def _patient_key(walker: Walker, ds: Dataset) -> PatientKey:
-    return PatientKey(
-        issuer=_text(walker, ds, "IssuerOfPatientID"),
-        patient_id=_text(walker, ds, "PatientID"),
-        fallback=f"{_text(walker, ds, 'PatientName')}|{_text(walker, ds, 'PatientBirthDate')}",
-    )
+    issuer, patient_id, name, birth_date = walker.texts(ds, _PATIENT)
+    return PatientKey(issuer=issuer, patient_id=patient_id, fallback=f"{name}|{birth_date}")
 
 
 def _review_reasons(walker: Walker, ds: Dataset, profile: Profile, sop_class: str) -> list[str]:
     reasons = []
-    burned_in = _text(walker, ds, "BurnedInAnnotation").strip().upper()
+    burned_in, visual_features = walker.texts(ds, _REVIEW)
+    burned_in = burned_in.strip().upper()
     if burned_in == "YES":
         reasons.append("BurnedInAnnotation is YES: pixel data may show identifying text")
     elif sop_class in profile.risky_sop_classes and burned_in != "NO":
         reasons.append(
             "SOP class often carries burned-in text and BurnedInAnnotation is not NO"
         )
-    if _text(walker, ds, "RecognizableVisualFeatures").strip().upper() == "YES":
+    if visual_features.strip().upper() == "YES":
         reasons.append("RecognizableVisualFeatures is YES")
     return reasons
 
@@ -145,7 +130,8 @@ def _review_reasons(walker: Walker, ds: Dataset, profile: Profile, sop_class: st
 def _transfer_syntax(ds: Dataset) -> UID:
     meta = getattr(ds, "file_meta", None)
     if meta is not None and _TRANSFER_SYNTAX in meta._dict:
-        return UID(meta[_TRANSFER_SYNTAX].value)
+        value = meta[_TRANSFER_SYNTAX].value
+        return value if isinstance(value, UID) else UID(value)
     implicit, _little = ds.original_encoding
     return ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
 
@@ -268,8 +254,8 @@ def anonymize(ds: Dataset, profile: Profile, lookup: PseudonymLookup) -> Result:
         :class:`ResidualPHIError` when an identifier survived.
     """
     walker = Walker(profile, lookup)
-    sop_class = _text(walker, ds, "SOPClassUID")
-    if not sop_class or not _text(walker, ds, "SOPInstanceUID"):
+    sop_class, sop_instance = walker.texts(ds, _INSTANCE)
+    if not sop_class or not sop_instance:
         raise AnonymizationError("SOPInstanceUID or SOPClassUID is missing")
     walker.keep_document = sop_class in DOCUMENT_SOP_CLASSES
     cache = profile.value_cache
@@ -287,11 +273,11 @@ def anonymize(ds: Dataset, profile: Profile, lookup: PseudonymLookup) -> Result:
     options, option_names = _options(profile)
     _mark(out, profile, options, pseudonym, ds, walker)
     review = _review_reasons(walker, ds, profile, sop_class) + walker.review
-    sop_instance = _text(walker, out, "SOPInstanceUID")
+    new_instance, new_study, new_series = walker.texts(ds, _NEW_UIDS, out)
     meta = FileMetaDataset()
     for tag, vr, value in (
         (0x00020002, "UI", sop_class),
-        (0x00020003, "UI", sop_instance),
+        (0x00020003, "UI", new_instance),
         (0x00020010, "UI", _transfer_syntax(ds)),
         (0x00020012, "UI", IMPLEMENTATION_CLASS_UID),
         (0x00020013, "SH", IMPLEMENTATION_VERSION_NAME),
@@ -303,10 +289,7 @@ def anonymize(ds: Dataset, profile: Profile, lookup: PseudonymLookup) -> Result:
     out.preamble = b"\0" * 128
     if profile.residual_phi_gate:
         gate.check(out, walker.identifiers, walker.generated, cache)
-    study = OriginalStudy(
-        _text(walker, ds, "StudyInstanceUID"), _text(walker, ds, "AccessionNumber"),
-        _text(walker, ds, "StudyID"),
-    )
+    study = OriginalStudy(*walker.texts(ds, _STUDY))
     return Result(
         dataset=out,
         needs_review=tuple(review),
@@ -316,7 +299,7 @@ def anonymize(ds: Dataset, profile: Profile, lookup: PseudonymLookup) -> Result:
         pseudonym=pseudonym,
         study=study,
         options=option_names,
-        sop_instance_uid=sop_instance,
-        study_instance_uid=_text(walker, out, "StudyInstanceUID"),
-        series_instance_uid=_text(walker, out, "SeriesInstanceUID"),
+        sop_instance_uid=new_instance,
+        study_instance_uid=new_study,
+        series_instance_uid=new_series,
     )

@@ -63,6 +63,8 @@ class Shape:
     pairs: tuple[tuple[int, int, int, int], ...]
     #: positions of the identifiers, then of the sequences
     collected: tuple[int, ...] = ()
+    #: tag -> position
+    positions: dict[int, int] = field(default_factory=dict)
     #: the walk's plan, strict (True) or not (False), made when first needed
     layouts: dict[bool, Layout] = field(default_factory=dict)
 
@@ -125,6 +127,7 @@ def shape(
             ),
         )
         found.collected = tuple(i[0] for i in found.identifiers) + found.sequences
+        found.positions = positions
         if len(tags) <= _LARGEST:
             if len(shapes) >= _SHAPES:
                 shapes.clear()

@@ -9,7 +9,7 @@ own identifiers (see :mod:`anonymizer.identifiers`) from every depth.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from operator import attrgetter
 from typing import Any
 
@@ -32,7 +32,7 @@ from .tags import (
     check_complete,
     vr_of,
 )
-from .values import as_strings, fast_codec
+from .values import ASCII_VRS, as_strings, fast_codec, split
 
 __all__ = ["Reader"]
 
@@ -63,6 +63,7 @@ class Reader:
         self._converted: dict[tuple[int, int], DataElement] = {}
         self._codecs: dict[int, tuple[str | None, Hashable]] = {}
         self._shapes: dict[int, Shape] = {}
+        self._keys: dict[int, list[BaseTag]] = {}
         self._cache = profile.value_cache
         self._recent: dict[Hashable, Any] = profile.derived.setdefault("recent", {})
         tables = profile.derived.get("walk")
@@ -101,7 +102,36 @@ class Reader:
 
     def strings(self, src: Dataset, tag: int, elem: Element, vr: str) -> list[str]:
         """The values of a string element, decoded the cheapest correct way."""
+        value = elem.value
+        if vr in ASCII_VRS and isinstance(elem, RawDataElement) and isinstance(value, bytes):
+            return split(value.decode("latin-1"), vr)
         return as_strings(elem, vr, self.codec(src), lambda: self.element(src, tag))
+
+    def texts(
+        self, src: Dataset, wanted: Iterable[tuple[int, str]], copy: Dataset | None = None,
+    ) -> list[str]:
+        """The values of ``src``'s top-level attributes (tag, VR) as text ('' when absent).
+
+        With ``copy``, the values the attributes have in ``copy`` (the
+        de-identified dataset made from ``src``, whose elements are keyed by
+        the very tags of ``src``'s: found without comparing tags).
+        """
+        key = id(src)
+        keys = self._keys.get(key)
+        if keys is None:
+            keys = self._keys[key] = list(src._dict)
+        positions = self.shape(src).positions
+        within = src if copy is None else copy
+        elements = within._dict
+        found = []
+        for tag, vr in wanted:
+            position = positions.get(tag)
+            if position is None:
+                elem = None if copy is None else elements.get(BaseTag(tag))
+            else:
+                elem = elements.get(keys[position])
+            found.append("" if elem is None else "\\".join(self.strings(within, tag, elem, vr)))
+        return found
 
     def codec(self, src: Dataset) -> str | None:
         """The codec for ``src``'s text (its character set is looked up once per dataset)."""

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.charset import convert_encodings
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_sequence
@@ -23,6 +23,7 @@ from pydicom.tag import BaseTag
 
 __all__ = [
     "ASCII_VRS", "SINGLE_VALUED_TEXT_VRS", "as_strings", "encode", "encode_sequence", "fast_codec",
+    "split",
 ]
 
 #: VRs whose values are ASCII whatever the character set
@@ -44,7 +45,8 @@ def fast_codec(encodings: str | list[str]) -> str | None:
     return None
 
 
-def _split(text: str, vr: str) -> list[str]:
+def split(text: str, vr: str) -> list[str]:
+    """The values of a decoded string element (one for the single-valued text VRs)."""
     text = text.rstrip(" \0") if vr != "UI" else text.rstrip("\0 ")
     if not text:
         return []
@@ -74,9 +76,9 @@ def as_strings(
     """
     if isinstance(elem, RawDataElement) and isinstance(elem.value, bytes):
         if vr in ASCII_VRS:
-            return _split(elem.value.decode("latin-1"), vr)
+            return split(elem.value.decode("latin-1"), vr)
         if codec is not None:
-            return _split(elem.value.decode(codec, "replace"), vr)
+            return split(elem.value.decode(codec, "replace"), vr)
     value = convert().value
     if value is None or value == "":
         return []
