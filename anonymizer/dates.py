@@ -25,6 +25,10 @@ _DT = re.compile(
 )
 
 
+#: two-digit fields ("%m", "%d", "%H", "%M", "%S"), formatted once: a series shifts many values
+_TWO = tuple(f"{number:02d}" for number in range(100))
+
+
 def _year(moment: dt.date) -> str:
     """``%Y`` of ``moment`` (formatted directly: strftime costs more than the shift)."""
     return str(moment.year) if moment.year >= 1000 else moment.strftime("%Y")
@@ -32,7 +36,7 @@ def _year(moment: dt.date) -> str:
 
 def _date(moment: dt.date) -> str:
     """``%Y%m%d`` of ``moment``."""
-    return f"{_year(moment)}{moment.month:02d}{moment.day:02d}"
+    return _year(moment) + _TWO[moment.month] + _TWO[moment.day]
 
 
 def shift_date(value: str, days: int) -> str | None:
@@ -56,11 +60,11 @@ def shift_time(value: str, seconds: int) -> str | None:
     if int(hh) > 23 or int(mm or 0) > 59 or int(ss or 0) > 60:
         return None
     total = (int(hh) * 3600 + int(mm or 0) * 60 + min(int(ss or 0), 59) + seconds) % 86400
-    out = f"{total // 3600:02d}"
+    out = _TWO[total // 3600]
     if mm is not None:
-        out += f"{total // 60 % 60:02d}"
+        out += _TWO[total // 60 % 60]
     if ss is not None:
-        out += f"{total % 60:02d}" + (frac or "")
+        out += _TWO[total % 60] + (frac or "")
     return out
 
 
@@ -80,9 +84,9 @@ def shift_datetime(value: str, days: int, seconds: int) -> str | None:
         moment += dt.timedelta(days=days, seconds=seconds if hour is not None else 0)
     except (ValueError, OverflowError):
         return None
-    parts = [(year, _year(moment)), (month, f"{moment.month:02d}"), (day, f"{moment.day:02d}"),
-             (hour, f"{moment.hour:02d}"), (minute, f"{moment.minute:02d}"),
-             (second, f"{moment.second:02d}")]
+    parts = [(year, _year(moment)), (month, _TWO[moment.month]), (day, _TWO[moment.day]),
+             (hour, _TWO[moment.hour]), (minute, _TWO[moment.minute]),
+             (second, _TWO[moment.second])]
     out = "".join(formatted for text, formatted in parts if text is not None)
     return out + (frac or "") + (zone or "")
 
@@ -103,9 +107,9 @@ def shift_date_time(
         moment += dt.timedelta(days=days, seconds=seconds)
     except (ValueError, OverflowError):
         return None, None
-    new_time = f"{moment.hour:02d}"
+    new_time = _TWO[moment.hour]
     if mm is not None:
-        new_time += f"{moment.minute:02d}"
+        new_time += _TWO[moment.minute]
     if ss is not None:
-        new_time += f"{moment.second:02d}" + (frac or "")
+        new_time += _TWO[moment.second] + (frac or "")
     return _date(moment), new_time
