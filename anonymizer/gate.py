@@ -48,7 +48,7 @@ _MAX_SCANNED_BINARY = 65536
 _UNDECODED = (None, "UN", "OB")
 #: what the gate does with an element: look into a sequence, scan small binary data or text
 _SEQUENCE, _BINARY, _TEXT = "sequence", "binary", "text"
-_Scan = tuple[int, int, str]
+_Scan = tuple[int, int, str, bool]
 _PLANS: dict[tuple[bytes, tuple[str | None, ...]], tuple[_Scan, ...]] = {}
 _VR = attrgetter("VR")
 
@@ -101,36 +101,41 @@ def _texts(
     decoding = codec or (charset if isinstance(charset, str) else tuple(charset))
     scope = memo.scope(verified, ("gate", pattern, decoding))
     elements = ds._dict
-    items = list(elements.items())
-    for position, tag, kind in _plan(elements):
-        base_tag, elem = items[position]
+    values = list(elements.values())
+    for position, tag, kind, undecoded in _plan(elements):
+        elem = values[position]
         if id(elem) in generated:
             continue
         value = elem.value
-        raw = elem if isinstance(elem, RawDataElement) and isinstance(value, bytes) \
-            and len(value) <= CACHED_VALUE_BYTES else None
-        if kind is _SEQUENCE:
-            if raw is not None:
-                key: Hashable = ("gate", scope, value, raw.is_implicit_VR, raw.is_little_endian)
+        shared = isinstance(value, bytes) and isinstance(elem, RawDataElement) \
+            and len(value) <= CACHED_VALUE_BYTES
+        if kind is _TEXT:
+            if shared:  # the same bytes decode to the same text here as they did before
+                key: Hashable = ("clean", scope, undecoded, value)
                 if key in verified:
                     continue
                 fresh.append(key)
-            for index, item in enumerate(ds[base_tag].value or ()):
+            found.append((path, tag, _text(elem, ds, codec)))
+        elif kind is _SEQUENCE:
+            if shared and isinstance(elem, RawDataElement):
+                key = ("gate", scope, value, elem.is_implicit_VR, elem.is_little_endian)
+                if key in verified:
+                    continue
+                fresh.append(key)
+            for index, item in enumerate(ds[tag].value or ()):
                 _texts(item, f"{path}{_name(tag)}[{index}].", found, generated, verified, fresh,
                        pattern)
-            continue
-        if kind is _BINARY and (not isinstance(value, bytes) or len(value) > _MAX_SCANNED_BINARY):
-            continue
-        if raw is not None:  # the same bytes decode to the same text here as they did before
-            key = ("clean", scope, raw.VR in _UNDECODED, value)
-            if key in verified:
-                continue
-            fresh.append(key)
-        found.append((path, tag, _text(elem, ds, codec)))
+        elif isinstance(value, bytes) and len(value) <= _MAX_SCANNED_BINARY:  # small binary data
+            if shared:
+                key = ("clean", scope, undecoded, value)
+                if key in verified:
+                    continue
+                fresh.append(key)
+            found.append((path, tag, _text(elem, ds, codec)))
 
 
 def _plan(elements: Mapping[BaseTag, DataElement | RawDataElement]) -> tuple[_Scan, ...]:
-    """(position, tag, kind) of the elements of ``elements`` that the gate looks into.
+    """(position, tag, kind, read as Latin-1) of the elements the gate looks into.
 
     Whether an element is scanned depends on its tag and VR only, so this is
     decided once per layout (tags and VRs in their order, see
@@ -154,13 +159,14 @@ def _scans(tags: array[int], vrs: tuple[str | None, ...]) -> Iterator[_Scan]:
         if tag in _OWN_MARKS:
             continue
         vr = _vr(tag, read_vr)
+        undecoded = read_vr in _UNDECODED  # how _text decodes a raw value
         if vr == "SQ":
-            yield position, tag, _SEQUENCE
+            yield position, tag, _SEQUENCE, undecoded
         elif vr in _BINARY_VRS:
             if not (tag in _BULK_TAGS or tag >> 16 & 0xFF01 == 0x6000):
-                yield position, tag, _BINARY
+                yield position, tag, _BINARY, undecoded
         elif vr in _SCAN_VRS:
-            yield position, tag, _TEXT
+            yield position, tag, _TEXT, undecoded
 
 
 def check(
