@@ -110,10 +110,9 @@ class Walker(Reader):
         :func:`~anonymizer.memo.scope`). Results are immutable raw elements,
         shared between outputs through ``Profile.value_cache``.
         """
-        out = Dataset()
+        out = Dataset(parent_encoding=src._parent_encoding)
         encoding = implicit, little = src.original_encoding
         out.set_original_encoding(implicit, little, src.original_character_set)
-        out._parent_encoding = src._parent_encoding
         creators = self._safe_private_blocks(src) if self._keep_private else set()
         form = self.shape(src)
         items = list(src._dict.items())

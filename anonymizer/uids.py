@@ -41,12 +41,13 @@ class UidMap:
         The secret; a different key gives an unrelated, unlinkable UID space.
     """
 
-    __slots__ = ("_key", "mapping")
+    __slots__ = ("_keyed", "mapping")
 
     def __init__(self, key: bytes) -> None:
         if not key:
             raise ValueError("the UID key must not be empty")
-        self._key = key
+        #: the HMAC keyed once; each UID hashes a copy of it
+        self._keyed = hmac.new(key, digestmod=hashlib.sha256)
         #: original UID -> replacement, for every UID replaced so far
         self.mapping: dict[str, str] = {}
 
@@ -57,7 +58,8 @@ class UidMap:
             return uid
         found = self.mapping.get(uid)
         if found is None:
-            digest = hmac.new(self._key, b"uid\0" + uid.encode("ascii", "replace"), hashlib.sha256)
+            digest = self._keyed.copy()
+            digest.update(b"uid\0" + uid.encode("ascii", "replace"))
             found = f"2.25.{uuid.UUID(bytes=digest.digest()[:16], version=4).int}"
             self.mapping[uid] = found
         return found
