@@ -30,8 +30,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Hashable
-from functools import partial
-from operator import attrgetter, is_
+from operator import attrgetter
 
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
@@ -63,7 +62,6 @@ from .values import encode, encode_sequence
 __all__ = ["Walker"]
 
 _VALUE = attrgetter("value")
-_IS_NONE = partial(is_, None)
 #: elements of the top level that the walk leaves to the caller (or to a person's review)
 _BY_CALLER = frozenset({PATIENT_NAME, PATIENT_ID, ENCAPSULATED_DOCUMENT})
 _NOTHING: Counter[str] = Counter()  # what an element outside a sequence counts (never changed)
@@ -115,30 +113,32 @@ class Walker(Reader):
         out.set_original_encoding(implicit, little, src.original_character_set)
         creators = self._safe_private_blocks(src) if self._keep_private else set()
         form = self.shape(src)
-        items = list(src._dict.items())
-        pairs = self._date_time_pairs(src, form, items) if self.profile.shifts_dates else {}
+        keys, elements = list(src._dict), list(src._dict.values())
+        pairs = self._date_time_pairs(src, form, elements) if self.profile.shifts_dates else {}
         cache = self._cache
         scope = memo.scope(cache, (self.context, self.lookup, encoding, self._text_form(src)[1],
                                    strict, depth))
         plan = layout(self.profile, self._overlay_gone, form, strict)
+        # every element as it is, then the removed ones out; the actions replace the rest
         made = out._dict
-        if plan.keep:
-            made.update(map(items.__getitem__, plan.keep))
-            if any(map(_IS_NONE, map(_VALUE, made.values()))):  # values pydicom deferred
-                for base_tag, elem in list(made.items()):
-                    if elem.value is None:
-                        made[base_tag] = self._deferred(src, elem)
+        made.update(src._dict)
+        for position in plan.drop:
+            del made[keys[position]]
+        if None in map(_VALUE, map(elements.__getitem__, plan.keep)):  # values pydicom deferred
+            for position in plan.keep:
+                if elements[position].value is None:
+                    made[keys[position]] = self._deferred(src, elements[position])
         counts = self.counts
         counts.update(plan.counted)
         for position in plan.private:
-            base_tag, elem = items[position]
-            self._private(src, out, int(base_tag), elem, creators, depth)
+            self._private(src, out, form.tags[position], elements[position], creators, depth)
         generated = self.generated
         for position, tag, vr, action, read_vr in plan.apply:
-            base_tag, elem = items[position]
+            base_tag, elem = keys[position], elements[position]
             if tag in _BY_CALLER and depth == 0:
                 if tag != ENCAPSULATED_DOCUMENT:
-                    continue  # PatientName, PatientID: written from the pseudonym by the caller
+                    del made[base_tag]  # PatientName, PatientID: written by the caller
+                    continue
                 if self.keep_document:
                     self.review.append("encapsulated document: its content cannot be "
                                        "de-identified")
@@ -264,7 +264,7 @@ class Walker(Reader):
 
     # -- dates ---------------------------------------------------------------
     def _date_time_pairs(
-        self, src: Dataset, form: Shape, items: list[tuple[BaseTag, Element]],
+        self, src: Dataset, form: Shape, elements: list[Element],
     ) -> dict[int, str]:
         """Shifted values of Date/Time partners (StudyDate+StudyTime...) in ``src``."""
         pseudonym = self.pseudonym
@@ -273,7 +273,7 @@ class Walker(Reader):
             return shifted
         cache = self._cache
         for date_position, date_tag, time_position, time_tag in form.pairs:
-            date_elem, time_elem = items[date_position][1], items[time_position][1]
+            date_elem, time_elem = elements[date_position], elements[time_position]
             day, time = date_elem.value, time_elem.value
             key: Hashable = None
             if isinstance(date_elem, RawDataElement) and isinstance(time_elem, RawDataElement) \

@@ -6,9 +6,9 @@ an element (keep it, remove it, treat it as private, apply an action that
 looks at the value, collect it as an identifier, walk into it, shift it with
 its Date/Time partner) depends only on its tag, the VR it was read with and
 whether the walk is strict, never on its value. So it is decided once per
-layout (a :class:`Shape`, remembered per profile): a dataset's kept elements
-are then copied in one step, and only the elements whose action looks at
-the value are visited one by one.
+layout (a :class:`Shape`, remembered per profile): a dataset's elements are
+then copied in one step, the removed ones taken out, and only the elements
+whose action looks at the value are visited one by one.
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ class Layout:
     apply: tuple[tuple[int, int, str, Action, str | None], ...]
     #: action codes of the elements that are not private, counted
     counted: Counter[str]
+    #: positions of the elements removed (private ones included: their creators decide)
+    drop: tuple[int, ...]
 
 
 @dataclass(slots=True)
@@ -151,6 +153,7 @@ def _compile(
 ) -> Layout:
     keep: list[int] = []
     private: list[int] = []
+    drop: list[int] = []
     apply: list[tuple[int, int, str, Action, str | None]] = []
     counted: Counter[str] = Counter()
     plan = profile.plan_cache
@@ -163,10 +166,13 @@ def _compile(
         step, vr, action, code = decided
         if step == PRIVATE:
             private.append(position)
+            drop.append(position)
             continue
         counted[code] += 1
         if step == KEEP:
             keep.append(position)
         elif step == APPLY:
             apply.append((position, tag, vr, action, read_vr))
-    return Layout(tuple(keep), tuple(private), tuple(apply), counted)
+        else:
+            drop.append(position)
+    return Layout(tuple(keep), tuple(private), tuple(apply), counted, tuple(drop))
