@@ -90,7 +90,8 @@ class Walker(Reader):
         #: id() of the raw elements the engine made itself, for the gate
         self.generated: set[int] = set()
         #: what an action's result depends on beside the value: set once the patient is known
-        self.context: Hashable = None
+        self.context: tuple[Hashable, ...] = ()
+        self._context: tuple[int, ...] | None = None
         self._new_uids: list[tuple[str, str]] = []
         #: set for an encapsulated-document instance: its document is kept for review
         self.keep_document = False
@@ -116,8 +117,9 @@ class Walker(Reader):
         keys, elements = list(src._dict), list(src._dict.values())
         pairs = self._date_time_pairs(src, form, elements) if self.profile.shifts_dates else {}
         cache = self._cache
-        scope = memo.scope(cache, (self.context, self.lookup, encoding, self._text_form(src)[1],
-                                   strict, depth))
+        if self._context is None:  # the patient's identifiers and pseudonym, the space
+            self._context = tuple(memo.number(cache, part) for part in (*self.context, self.lookup))
+        scope = memo.scope(cache, (self._context, encoding, self._text_form(src)[1], strict, depth))
         plan = layout(self.profile, self._overlay_gone, form, strict)
         # every element as it is, then the removed ones out; the actions replace the rest
         made = out._dict

@@ -99,7 +99,7 @@ def _texts(
     charset = ds._character_set
     codec = fast_codec(charset)
     decoding = codec or (charset if isinstance(charset, str) else tuple(charset))
-    scope = memo.scope(verified, ("gate", pattern, decoding))
+    scope = memo.scope(verified, ("gate", memo.number(verified, pattern), decoding))
     elements = ds._dict
     values = list(elements.values())
     for position, tag, kind, undecoded in _plan(elements):

@@ -31,7 +31,7 @@ from typing import Any
 
 from .tags import VALUE_CACHE_LIMIT
 
-__all__ = ["RECENT_BYTES", "keep", "recall", "remember", "scope"]
+__all__ = ["RECENT_BYTES", "keep", "number", "recall", "remember", "scope"]
 
 _SCOPES = itertools.count()
 #: what the last instances brought, kept per profile before starting afresh, and the
@@ -55,6 +55,22 @@ def scope(cache: MutableMapping[Hashable, Any], around: Hashable) -> int:
         found = next(_SCOPES)
         remember(cache, key, found)
     return int(found)
+
+
+def number(cache: MutableMapping[Hashable, Any], thing: Hashable) -> int:
+    """The :func:`scope` of ``thing``, found by identity first.
+
+    For things that cost to hash and compare (a compiled pattern, a
+    pseudonym) but that are the very same object instance after instance;
+    another object, even an equal one, takes the longer way.
+    """
+    key = ("number", id(thing))
+    found = cache.get(key)
+    if found is not None and found[1] is thing:
+        return int(found[0])
+    value = scope(cache, thing)
+    remember(cache, key, (value, thing))  # holds the thing: its id is not reused meanwhile
+    return value
 
 
 def recall(store: dict[Hashable, Any], owner: object, key: Hashable) -> Any:
