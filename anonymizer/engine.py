@@ -133,7 +133,8 @@ class Walker(Reader):
         counts = self.counts
         counts.update(plan.counted)
         for position in plan.private:
-            self._private(src, out, form.tags[position], elements[position], creators, depth)
+            self._private(src, out, keys[position], form.tags[position], elements[position],
+                          creators, depth)
         generated = self.generated
         for position, tag, vr, action, read_vr in plan.apply:
             base_tag, elem = keys[position], elements[position]
@@ -149,12 +150,13 @@ class Walker(Reader):
             value = elem.value
             if not isinstance(elem, RawDataElement) or not isinstance(value, bytes) \
                     or len(value) > CACHED_VALUE_BYTES:
-                self._apply(src, out, tag, elem, vr, action, depth, strict, pairs)
+                self._apply(src, out, base_tag, tag, elem, vr, action, depth, strict, pairs)
                 continue
             key = (tag, read_vr, value, scope, pairs.get(tag) if pairs else None)
             hit = cache.get(key)
             if hit is None:
-                self._remember(src, out, tag, elem, vr, action, depth, strict, pairs, key)
+                self._remember(src, out, base_tag, tag, elem, vr, action, depth, strict, pairs,
+                               key)
                 continue
             produced, uids, counted, made_here = hit
             if produced is None:
@@ -171,17 +173,16 @@ class Walker(Reader):
         return out
 
     def _remember(
-        self, src: Dataset, out: Dataset, tag: int, elem: Element, vr: str, action: Action,
-        depth: int, strict: bool, pairs: dict[int, str], key: Hashable,
+        self, src: Dataset, out: Dataset, base_tag: BaseTag, tag: int, elem: Element, vr: str,
+        action: Action, depth: int, strict: bool, pairs: dict[int, str], key: Hashable,
     ) -> None:
         """Apply ``action`` and keep the result for the next instance that has the same value."""
         outer, self._new_uids = self._new_uids, []
         before = Counter(self.counts) if vr == "SQ" else None  # only items count elements
-        self._apply(src, out, tag, elem, vr, action, depth, strict, pairs)
+        self._apply(src, out, base_tag, tag, elem, vr, action, depth, strict, pairs)
         mine, self._new_uids = tuple(self._new_uids), outer
         outer.extend(mine)
-        base_tag = BaseTag(tag)
-        made = out._dict.get(base_tag)
+        made = out._dict.get(base_tag)  # the source's own tag object: found without comparing
         counted = _NOTHING if before is None else self.counts - before
         if made is elem:
             result: tuple[Element | None, tuple[tuple[str, str], ...], Counter[str], bool] = (
@@ -201,9 +202,10 @@ class Walker(Reader):
         memo.remember(self._cache, key, result)
 
     def _apply(
-        self, src: Dataset, out: Dataset, tag: int, elem: Element, vr: str, action: Action,
-        depth: int, strict: bool, pairs: dict[int, str],
+        self, src: Dataset, out: Dataset, key: BaseTag, tag: int, elem: Element, vr: str,
+        action: Action, depth: int, strict: bool, pairs: dict[int, str],
     ) -> None:
+        """Apply ``action`` to ``elem``, the source's element ``key`` (its ``tag``)."""
         if vr == "SQ":
             if action is Action.ZERO:
                 out.add(DataElement(tag, "SQ", Sequence()))
@@ -212,47 +214,52 @@ class Walker(Reader):
             inner_strict = strict or action is Action.DUMMY
             made = [self.dataset(item, depth + 1, inner_strict) for item in items]
             if all(unchanged(item, new) for item, new in zip(items, made)):
-                out._dict[BaseTag(tag)] = elem  # nothing inside changed: the bytes as received
+                out._dict[key] = elem  # nothing inside changed: the bytes as received
                 return
             out.add(DataElement(tag, "SQ", Sequence(made)))
         elif action is Action.ZERO:
             if vr in STRING_VRS:
-                self._put(src, out, tag, vr, [])
+                self._put(src, out, key, tag, vr, [])
             else:
                 out.add(DataElement(tag, vr, b"" if vr in ("OB", "OW", "UN") else None))
         elif vr == "UI":
-            self._put(src, out, tag, vr, [self._uid(v) for v in self.strings(src, tag, elem, vr)])
+            self._put(src, out, key, tag, vr,
+                      [self._uid(v) for v in self.strings(src, tag, elem, vr)])
         elif action is Action.DUMMY or action is Action.UID:
             dummy = dummy_value(vr)
             if isinstance(dummy, str):
-                self._put(src, out, tag, vr, [dummy])
+                self._put(src, out, key, tag, vr, [dummy])
             else:
                 out.add(DataElement(tag, vr, dummy))
         elif vr in DATE_VRS:  # Action.CLEAN on a date: shift it
-            self._put(src, out, tag, vr, self._shift(src, tag, elem, vr, pairs))
+            self._put(src, out, key, tag, vr, self._shift(src, tag, elem, vr, pairs))
         elif vr in TEXT_VRS or vr in ("PN", "CS"):  # Action.CLEAN on text: remove identifiers
-            self._clean(src, out, tag, elem, vr)
+            self._clean(src, out, key, tag, elem, vr)
         elif vr in ("OB", "UN"):  # Action.CLEAN on bytes: overwrite identifiers in place
             value = self.element(src, tag).value
             cleaned = self.identifiers.blank(value) if isinstance(value, bytes) else value
             out.add(DataElement(tag, vr, cleaned))
         else:
-            out._dict[BaseTag(tag)] = src.get_item(BaseTag(tag))
+            out._dict[key] = src.get_item(key)
 
-    def _clean(self, src: Dataset, out: Dataset, tag: int, elem: Element, vr: str) -> None:
+    def _clean(
+        self, src: Dataset, out: Dataset, key: BaseTag, tag: int, elem: Element, vr: str,
+    ) -> None:
         values = self.strings(src, tag, elem, vr)
         cleaned = [self.identifiers.scrub(v) for v in values]
         if cleaned == values:
-            out._dict[BaseTag(tag)] = elem
+            out._dict[key] = elem
         else:
             dummy = str(dummy_value(vr))
-            self._put(src, out, tag, vr, [c or dummy for c in cleaned])
+            self._put(src, out, key, tag, vr, [c or dummy for c in cleaned])
 
-    def _put(self, src: Dataset, out: Dataset, tag: int, vr: str, values: list[str]) -> None:
+    def _put(
+        self, src: Dataset, out: Dataset, key: BaseTag, tag: int, vr: str, values: list[str],
+    ) -> None:
         """Store new string values, raw in the source's encoding where possible."""
         raw = encode(tag, vr, values, src.original_encoding, self.codec(src))
         if raw is not None:
-            out._dict[BaseTag(tag)] = raw
+            out._dict[key] = raw
             self.generated.add(id(raw))
         else:
             out.add(DataElement(tag, vr, one_or_many(values)))
@@ -338,7 +345,7 @@ class Walker(Reader):
         return blocks
 
     def _private(
-        self, src: Dataset, out: Dataset, tag: int, elem: Element,
+        self, src: Dataset, out: Dataset, key: BaseTag, tag: int, elem: Element,
         creators: set[tuple[int, int]], depth: int,
     ) -> None:
         group, number = tag >> 16, tag & 0xFFFF
@@ -354,6 +361,6 @@ class Walker(Reader):
                 [self.dataset(item, depth + 1, False) for item in items]
             )))
         elif vr in TEXT_VRS and number > 0xFF:
-            self._clean(src, out, tag, elem, vr)
+            self._clean(src, out, key, tag, elem, vr)
         else:
-            out._dict[BaseTag(tag)] = src.get_item(BaseTag(tag))
+            out._dict[key] = src.get_item(key)
