@@ -16,10 +16,10 @@ from .profile import DEFAULT_OPTIONS, DEFAULT_RISKY_SOP_CLASSES, Option, Profile
 from .pseudonyms import KeyedPseudonyms, PatientKey, Pseudonym, PseudonymLookup
 
 __all__ = [
-    "Action",
-    "AnonymizationError",
     "DEFAULT_OPTIONS",
     "DEFAULT_RISKY_SOP_CLASSES",
+    "Action",
+    "AnonymizationError",
     "KeyedPseudonyms",
     "Option",
     "OriginalStudy",

@@ -194,7 +194,7 @@ def deidentify_file(
         ds = dcmread(source)
     except InvalidDicomError:
         return FileReport(source, Outcome.NOT_DICOM, "not a DICOM file")
-    except Exception as exc:  # pydicom raises many types on broken input
+    except Exception as exc:  # noqa: BLE001 (pydicom raises many types on broken input)
         return FileReport(source, Outcome.FAILED, _fail_reason(exc, profile))
     meta = getattr(ds, "file_meta", None)
     media_class = None if meta is None else meta.get(_MEDIA_STORAGE_SOP_CLASS)
@@ -211,7 +211,7 @@ def deidentify_file(
             return FileReport(source, Outcome.NEEDS_REVIEW, reason, target)
         target = _output_path(out_root, result)
         write_atomically(result, target, durable=durable)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 (one file's failure is reported, not raised)
         return FileReport(source, Outcome.FAILED, _fail_reason(exc, profile))
     return FileReport(source, Outcome.DEIDENTIFIED, output=target)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-__all__ = ["shift_date", "shift_time", "shift_datetime", "shift_date_time"]
+__all__ = ["shift_date", "shift_date_time", "shift_datetime", "shift_time"]
 
 _DA = re.compile(r"^(\d{4})\.?(\d{2})\.?(\d{2})$")
 _TM = re.compile(r"^(\d{2})(?::?(\d{2})(?::?(\d{2})(\.\d{1,6})?)?)?$")

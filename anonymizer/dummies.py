@@ -9,7 +9,7 @@ that references stay consistent.
 
 from __future__ import annotations
 
-__all__ = ["dummy_value", "DUMMY_TEXT"]
+__all__ = ["DUMMY_TEXT", "dummy_value"]
 
 DUMMY_TEXT = "ANONYMIZED"
 

@@ -16,7 +16,7 @@ from typing import Any
 from .actions import Action, resolve
 from .table import load_table
 
-__all__ = ["Option", "Profile", "DEFAULT_OPTIONS", "DEFAULT_RISKY_SOP_CLASSES"]
+__all__ = ["DEFAULT_OPTIONS", "DEFAULT_RISKY_SOP_CLASSES", "Option", "Profile"]
 
 
 class Option(str, enum.Enum):
@@ -94,7 +94,7 @@ def _combine(codes: list[str]) -> str:
         return codes[0]
     if "C" in unique:
         return "C"
-    return sorted(unique)[0]
+    return min(unique)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
-__all__ = ["OPTION_COLUMNS", "TableRow", "Table", "load_table"]
+__all__ = ["OPTION_COLUMNS", "Table", "TableRow", "load_table"]
 
 #: The option columns of the table, in the order of PS3.15 Table E.1-1.
 OPTION_COLUMNS: tuple[str, ...] = (
