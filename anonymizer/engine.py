@@ -24,6 +24,11 @@ The walk reads the source without converting elements it only copies: their
 raw bytes pass through to the output unchanged (pixel data is never decoded,
 whatever the transfer syntax). The source is never modified; ``Dataset.walk``
 is not used because it converts every element and edits in place.
+
+The instances of a series share work: what to do with each element is
+decided once per layout (:mod:`anonymizer.layout`), and the result of an
+action on a value met before, in the same scope, is reused
+(:mod:`anonymizer.memo`); neither ever changes what an instance becomes.
 """
 
 from __future__ import annotations
