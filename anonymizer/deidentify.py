@@ -12,10 +12,11 @@ CVE-2019-11687).
 
 from __future__ import annotations
 
+from collections import abc
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -43,8 +44,6 @@ IMPLEMENTATION_VERSION_NAME = "DICOMGW_0_1"
 _PATIENT_NAME = 0x00100010
 _PATIENT_ID = 0x00100020
 _TRANSFER_SYNTAX = BaseTag(0x00020010)
-#: identifiers of an instance looked up among the ones seen before when at most this many
-_SHARED_IDENTIFIERS = 256
 
 
 @dataclass(frozen=True)
@@ -183,16 +182,20 @@ def _options(profile: Profile) -> tuple[frozenset[str], tuple[str, ...]]:
     return found
 
 
-def _identifiers(found: list[tuple[str, str, str]], cache: dict[Hashable, Any]) -> Identifiers:
-    """:meth:`Identifiers.build`, shared by the instances that collect the same identifiers."""
-    if len(found) > _SHARED_IDENTIFIERS:
+def _identifiers(
+    found: abc.Sequence[tuple[str, str, str]], cache: dict[Hashable, Any],
+) -> Identifiers:
+    """:meth:`Identifiers.build`; for the identifiers the previous instance of a layout
+    collected (the very same tuple, see :meth:`Walker.collect`), the matcher built then."""
+    if not isinstance(found, tuple):
         return Identifiers.build(found)
-    key = ("identifiers of", tuple(found))
-    hit: Identifiers | None = cache.get(key)
-    if hit is None:
-        hit = Identifiers.build(found)
-        memo.remember(cache, key, hit)
-    return hit
+    key = ("identifiers of", id(found))
+    hit = cache.get(key)
+    if hit is not None and hit[1] is found:
+        return cast(Identifiers, hit[0])
+    built = Identifiers.build(found)
+    memo.remember(cache, key, (built, found))  # holds the tuple: its id is not reused meanwhile
+    return built
 
 
 def _meta_element(

@@ -50,6 +50,8 @@ _UNDECODED = (None, "UN", "OB")
 _SEQUENCE, _BINARY, _TEXT = "sequence", "binary", "text"
 _Scan = tuple[int, int, str, bool]
 _PLANS: dict[tuple[bytes, tuple[str | None, ...]], tuple[_Scan, ...]] = {}
+#: plans remembered before starting afresh, and the largest dataset whose plan is remembered
+_REMEMBERED, _LARGEST = 256, 2048
 _VR = attrgetter("VR")
 
 
@@ -147,8 +149,8 @@ def _plan(elements: Mapping[BaseTag, DataElement | RawDataElement]) -> tuple[_Sc
     found = _PLANS.get(key)
     if found is None:
         found = tuple(_scans(tags, vrs))
-        if len(tags) <= 2048:
-            if len(_PLANS) >= 512:
+        if len(tags) <= _LARGEST:
+            if len(_PLANS) >= _REMEMBERED:
                 _PLANS.clear()
             _PLANS[key] = found
     return found

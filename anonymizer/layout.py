@@ -30,8 +30,10 @@ __all__ = ["APPLY", "KEEP", "PRIVATE", "SKIP", "Layout", "Shape", "decide", "sha
 # what the walk does with an element
 SKIP, KEEP, PRIVATE, APPLY = range(4)
 #: layouts remembered per profile before starting afresh, and the largest remembered
-_SHAPES = 512
+_SHAPES = 256
 _LARGEST = 2048
+#: decisions per (tag, VR as read, strict) remembered before starting afresh
+_DECISIONS = 65536
 _VR = attrgetter("VR")
 
 
@@ -160,6 +162,8 @@ def _compile(
     for position, (tag, read_vr) in enumerate(zip(tags, vrs)):
         decided = plan.get((tag, read_vr, strict))
         if decided is None:
+            if len(plan) >= _DECISIONS:  # private and unknown tags are countless
+                plan.clear()
             decided = plan[(tag, read_vr, strict)] = decide(
                 profile, overlay_gone, tag, read_vr, strict
             )

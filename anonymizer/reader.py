@@ -9,7 +9,7 @@ own identifiers (see :mod:`anonymizer.identifiers`) from every depth.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Sequence
 from operator import attrgetter
 from typing import Any
 
@@ -150,10 +150,11 @@ class Reader:
             )
         return found
 
-    def collect(self, src: Dataset, depth: int = 0) -> list[tuple[str, str, str]]:
+    def collect(self, src: Dataset, depth: int = 0) -> Sequence[tuple[str, str, str]]:
         """Walk the source once for its identifiers, checking depth and truncation.
 
-        Only the identifier attributes and the sequences are visited (their
+        Returns the (keyword, kind, value) of each identifier. Only the
+        identifier attributes and the sequences are visited (their
         positions are known from the layout, see :mod:`anonymizer.layout`). pydicom accepts a
         value cut short by the end of the file; since only the last element
         read can be cut short, that one is checked, and a truncated instance
@@ -177,7 +178,8 @@ class Reader:
         recent_key = ("collect", src.original_encoding, text_form, depth)
         recent = memo.recall(self._recent, form, recent_key)
         if recent is not None and recent[0] == values and recent[1] == classes:
-            return list(recent[2])
+            found_before: tuple[tuple[str, str, str], ...] = recent[2]
+            return found_before  # the very tuple each time: its matcher is found by identity
         shared = True  # every value read is one the cache keys by
         for position, tag, keyword, kind in form.identifiers:
             raw = elements[position]
