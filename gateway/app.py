@@ -23,11 +23,11 @@ import functools
 import hashlib
 import hmac
 import logging
-import multiprocessing.synchronize
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from pynetdicom import _config as pynetdicom_config
 from sqlalchemy import Engine
@@ -57,6 +57,12 @@ def configure_pynetdicom() -> None:
     pynetdicom_config.UNRESTRICTED_STORAGE_SERVICE = False
 
 
+class Wake(Protocol):
+    """What rings idle ingest workers: a threading.Event or a gateway.doorbell.Doorbell."""
+
+    def set(self) -> None: ...
+
+
 @dataclass
 class App:
     """One node: its settings and the parts every command and handler uses."""
@@ -74,10 +80,9 @@ class App:
     #: options, without the residual-PHI gate, which already passed this content at
     #: ingest (a second pass would take the node's own pseudonyms for originals)
     rekey_profile: Profile
-    #: set when the spool received something, so that idle workers wake at once (an
-    #: event shared with the worker processes when they run apart: gateway.workers)
-    wake: threading.Event | multiprocessing.synchronize.Event = field(
-        default_factory=threading.Event)
+    #: set when the spool received something, so that idle workers wake at once (the
+    #: worker processes' doorbell when they run apart: gateway.workers, gateway.doorbell)
+    wake: Wake = field(default_factory=threading.Event)
 
     @property
     def data_dir(self) -> Path:

@@ -6,7 +6,8 @@ C-STORE handler that spools and answers) and nothing else; CPU-bound ingest
 processes, so that it no longer competes with the receiver for one
 interpreter lock. Workers and receiver are coordinated only through what
 already makes them safe in any number: the spool (a claim is an atomic
-rename) and the database (one transaction per instance). A shared event
+rename) and the database (one transaction per instance). A doorbell
+(:mod:`gateway.doorbell`: one pipe per worker, safe when a worker is killed)
 wakes idle workers as soon as something is spooled; they also look on
 their own every second.
 
@@ -17,11 +18,12 @@ would copy locks held by them). Each worker builds its own
 Lifetime:
 
 - a worker dies with its parent: on Linux through ``PR_SET_PDEATHSIG``
-  (SIGKILL), elsewhere it notices within a second that its parent changed.
+  (SIGKILL), elsewhere it reads end-of-file on its doorbell pipe or notices
+  within a second that its parent changed.
   A ``kill -9`` of ``serve`` therefore leaves no worker behind that could
   race the restarted node's start-up repair;
-- ``stop()`` asks the workers to finish the instance they hold, waits, and
-  kills those that do not;
+- ``stop()`` hangs up the doorbell: each worker finishes the batch it
+  holds and exits; those that do not within the timeout are killed;
 - a worker that dies on its own (a crash, the out-of-memory killer) is
   noticed by a supervisor thread: every worker is stopped, the claims they
   held go back to the spool (:meth:`storage.spool.Spool.recover`, safe now
@@ -32,18 +34,20 @@ Lifetime:
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import multiprocessing
-import multiprocessing.synchronize
 import os
 import signal
 import sys
 import threading
+from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
 from config import Settings
 
 from .app import App, build_app
+from .doorbell import Bell, Doorbell
 from .ingest import IngestReport, run_once
 from .logs import configure_logging
 
@@ -69,28 +73,35 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _worker(settings: Settings, parent: int, log_level: str,
-            wake: multiprocessing.synchronize.Event,
-            stop: multiprocessing.synchronize.Event) -> None:
-    """A worker process's body: drain the spool, sleep until woken, until told to stop."""
+def _worker(settings: Settings, parent: int, log_level: str, doorbell: Connection) -> None:
+    """A worker process's body: drain the spool, sleep until rung, until the parent hangs up."""
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is for the parent
     configure_logging(0, base_level=log_level)
+    bell = Bell(doorbell)
     app = build_app(settings, os.environ)
+    gc.freeze()  # start-up's objects live as long as the worker (see gateway.cli.serve)
     try:
-        while not stop.is_set() and os.getppid() == parent:
-            wake.clear()  # before draining: a store that lands meanwhile wakes the next wait
+        while bell.open and os.getppid() == parent:
+            bell.clear()  # before draining: a store that lands meanwhile rings the next wait
+            if not bell.open:
+                break
             try:
                 report = run_once(app)
             except Exception:  # a worker never dies on one entry; it stays in the spool
                 logger.exception("ingest worker error")
                 report = IngestReport(retry=1)
             if report.retry:
-                wake.wait(_BACKOFF_SECONDS)  # the database or the disk is failing
+                bell.wait(_BACKOFF_SECONDS)  # the database or the disk is failing
             elif report.total == 0:
-                wake.wait(_IDLE_SECONDS)
+                bell.wait(_IDLE_SECONDS)
     finally:
+        bell.close()
         app.close()
+        logging.shutdown()
+    # Everything is closed and flushed: skip the interpreter's teardown of every module
+    # (about a second of CPU), which only delays a stop or a restart of the workers.
+    os._exit(0)
 
 
 class WorkerProcesses:
@@ -99,7 +110,7 @@ class WorkerProcesses:
     Parameters
     ----------
     app : App
-        The parent's app; its ``wake`` is replaced by an event the workers share.
+        The parent's app; its ``wake`` becomes the workers' doorbell.
     count : int
         How many processes.
     """
@@ -108,9 +119,8 @@ class WorkerProcesses:
         self._app = app
         self._count = count
         self._context = multiprocessing.get_context("spawn")
-        self.wake = self._context.Event()
+        self.wake = Doorbell(self._context)
         app.wake = self.wake
-        self._stop = self._context.Event()
         self._processes: list[BaseProcess] = []
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -128,22 +138,21 @@ class WorkerProcesses:
         self._supervisor.start()
 
     def _spawn(self) -> None:
-        self._stop = self._context.Event()
         level = logging.getLevelName(logging.getLogger("gateway").getEffectiveLevel())
-        self._processes = [
-            self._context.Process(
+        self._processes = []
+        for n in range(self._count):
+            reader = self.wake.add()
+            process = self._context.Process(
                 target=_worker, name=f"ingest-{n}", daemon=True,
-                args=(self._app.settings, os.getpid(), str(level), self.wake, self._stop))
-            for n in range(self._count)
-        ]
-        for process in self._processes:
+                args=(self._app.settings, os.getpid(), str(level), reader))
             process.start()
+            reader.close()  # the worker has its own copy; the parent keeps only write ends
+            self._processes.append(process)
         logger.info("ingest workers=%d processes pids=%s", self._count, self.pids)
 
     def _halt(self, timeout: float) -> None:
-        """Ask every worker to stop after its current instance; kill what does not."""
-        self._stop.set()
-        self.wake.set()
+        """Ask every worker to stop after its current batch; kill what does not."""
+        self.wake.close()
         for process in self._processes:
             process.join(timeout)
         for process in self._processes:
@@ -151,7 +160,6 @@ class WorkerProcesses:
                 logger.warning("ingest worker pid=%s did not stop: killed", process.pid)
                 process.kill()
                 process.join(5)
-        self.wake.clear()
 
     def _supervise(self) -> None:
         while not self._stopping.wait(_SUPERVISE_SECONDS):
@@ -183,6 +191,8 @@ class WorkerThreads:
     def __init__(self, app: App, count: int) -> None:
         self._app = app
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        app.wake = self._wake
         self._threads = [
             threading.Thread(target=self._loop, name=f"ingest-{n}", daemon=True)
             for n in range(count)
@@ -194,12 +204,12 @@ class WorkerThreads:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
-        self._app.wake.set()
+        self._wake.set()
         for thread in self._threads:
             thread.join(timeout)
 
     def _loop(self) -> None:
-        wake = self._app.wake
+        wake = self._wake
         while not self._stop.is_set():
             wake.clear()  # before draining: a store that lands meanwhile wakes the next wait
             try:

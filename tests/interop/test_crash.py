@@ -87,6 +87,15 @@ def test_kill_9_while_receiving_loses_no_acknowledged_instance(
     assert len(stored) == len(indexed), "files and index rows differ"
 
 
+def _storescu(node: ServedNode, folder: Path) -> None:
+    sent = subprocess.run(
+        [require_tool("storescu", "dcmtk"), "-aet", "CLINIC", "-aec", "GATEWAY",
+         "-to", "30", "+sd", "127.0.0.1", str(node.port), str(folder)],
+        capture_output=True, text=True, env={**os.environ, "TCP_NODELAY": "1"}, check=False,
+        timeout=120)
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+
+
 def test_a_worker_process_that_dies_is_replaced_and_its_claim_redone(
     serve: Callable[..., ServedNode], tmp_path: Path
 ) -> None:
@@ -95,11 +104,7 @@ def test_a_worker_process_that_dies_is_replaced_and_its_claim_redone(
     first = node.worker_pids()
     assert len(first) == 2, f"expected two ingest worker processes, found {first}"
     os.kill(first[0], signal.SIGKILL)
-    sent = subprocess.run(
-        [require_tool("storescu", "dcmtk"), "-aet", "CLINIC", "-aec", "GATEWAY",
-         "+sd", "127.0.0.1", str(node.port), str(study.root)],
-        capture_output=True, text=True, env={**os.environ, "TCP_NODELAY": "1"}, check=False)
-    assert sent.returncode == 0, sent.stdout + sent.stderr
+    _storescu(node, study.root)
     wait_until(lambda: len(_indexed_uids(node.database_url)) == 40, timeout=120,
                what="all 40 instances indexed by the replacement workers")
     replaced = node.worker_pids()
@@ -107,3 +112,35 @@ def test_a_worker_process_that_dies_is_replaced_and_its_claim_redone(
     log = node.log.read_text()
     assert f"ingest worker pid={first[0]} exited with -9" in log, log[-2000:]
     assert not list((node.data_dir / "spool" / "claimed").glob("*.dcm")), "a claim was left"
+
+
+def test_a_worker_killed_while_idle_stops_neither_receiving_nor_shutdown(
+    serve: Callable[..., ServedNode], tmp_path: Path
+) -> None:
+    """A worker killed while it waits for work (the common case) must not wedge the node.
+
+    Regression: idle workers used to sleep on a shared ``multiprocessing.Event``;
+    one killed in its wait left the event's ``set()`` blocked for ever, in the
+    C-STORE handler (the next store never got its response) and in the supervisor
+    (the node never stopped). Now each worker has a doorbell pipe of its own.
+    """
+    before = make_clinic_study(tmp_path / "before", series=1, per_series=10, jpeg=False)
+    after = make_clinic_study(tmp_path / "after", series=1, per_series=10, jpeg=False, seed=7)
+    node = serve(DICOM_GATEWAY_INGEST__WORKERS="2")
+    _storescu(node, before.root)
+    wait_until(lambda: len(_indexed_uids(node.database_url)) == 10, timeout=60,
+               what="the first study indexed")
+    idle = node.worker_pids()
+    assert len(idle) == 2, idle
+    os.kill(idle[0], signal.SIGKILL)
+    wait_until(lambda: f"ingest worker pid={idle[0]} exited with -9" in node.log.read_text(),
+               timeout=30, what="the supervisor noticing the dead worker")
+    _storescu(node, after.root)  # every C-STORE rings the doorbell
+    wait_until(lambda: len(_indexed_uids(node.database_url)) == 20, timeout=60,
+               what="the second study indexed by the replacement workers")
+    node.process.terminate()
+    try:
+        code = node.process.wait(30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("serve did not stop within 30 s of SIGTERM after a worker was replaced")
+    assert code == 0, node.log.read_text()[-2000:]
