@@ -24,6 +24,7 @@ from .schema import (
     QuerySettings,
     Settings,
     StorageSettings,
+    TLSSettings,
 )
 
 __all__ = [
@@ -45,5 +46,6 @@ __all__ = [
     "ForwardSettings",
     "Settings",
     "StorageSettings",
+    "TLSSettings",
     "load_config",
 ]

@@ -209,6 +209,11 @@ def check_path(value: str) -> Check:
     return _OK
 
 
+def check_optional_path(value: str) -> Check:
+    """Check a path that may be left empty (``""``: not configured)."""
+    return check_path(value) if value else _OK
+
+
 def check_database_url(value: str) -> Check:
     """Check a database URL: empty (the SQLite default) or a supported scheme.
 

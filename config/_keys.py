@@ -29,6 +29,7 @@ from ._checks import (
     check_env_name,
     check_int_range,
     check_ip_address,
+    check_optional_path,
     check_path,
     check_private_creator,
     check_pseudonym_prefix,
@@ -85,6 +86,18 @@ SPECS: dict[str, dict[str, Spec]] = {
     "listener": {
         "bind": Spec("str", "an IP address such as 127.0.0.1 or ::", check_ip_address),
         "port": Spec("int", "an integer 1-65535", lambda v: check_int_range(v, 1, 65535)),
+    },
+    "tls": {
+        "enabled": Spec("bool", "true or false"),
+        "port": Spec("int", "an integer 1-65535", lambda v: check_int_range(v, 1, 65535)),
+        "certificate": Spec("str", 'a PEM file path, or "" when TLS is off', check_optional_path),
+        "private_key": Spec("str", 'a PEM file path, or "" when TLS is off', check_optional_path),
+        "ca_certificates": Spec(
+            "str", 'a PEM file path, or "" for the system\'s trusted authorities',
+            check_optional_path),
+        "require_client_certificate": Spec("bool", "true or false"),
+        "plain_listener": Spec("bool", "true or false"),
+        "handshake_timeout": Spec("int", "seconds, 1-300", lambda v: check_int_range(v, 1, 300)),
     },
     "storage": {
         "data_dir": Spec("path", "a folder path", check_path),

@@ -36,6 +36,7 @@ from .schema import (
     QuerySettings,
     Settings,
     StorageSettings,
+    TLSSettings,
 )
 
 __all__ = ["CONFIG_ENV", "ENV_PREFIX", "LOG_LEVELS", "Override", "load_config"]
@@ -124,9 +125,32 @@ def load_config(
     values = _convert_all(given, problems)
     data_dir = _resolve("storage.data_dir", Path.cwd(), values, given, env, problems)
     _resolve("anonymizer.key_file", data_dir, values, given, env, problems)
+    for name in _TLS_FILES:
+        if values.get(name):
+            _resolve(name, data_dir, values, given, env, problems)
+    _check_tls(values, given, problems)
     if problems:
         raise ConfigError(problems)
     return _build(values, given, config_file)
+
+
+_TLS_FILES = ("tls.certificate", "tls.private_key", "tls.ca_certificates")
+
+
+def _check_tls(values: Mapping[str, object], given: Mapping[str, Given],
+               problems: list[str]) -> None:
+    """The TLS keys that only make sense together: an identity to serve, authorities to verify."""
+    if values.get("tls.enabled") is True:
+        for name in ("tls.certificate", "tls.private_key"):
+            if values.get(name) == "":
+                problems.append(_bad_value(name, "a PEM file path when tls.enabled is true",
+                                           given[name]))
+    if values.get("tls.require_client_certificate") is True and values.get(
+            "tls.ca_certificates") == "":
+        problems.append(_bad_value(
+            "tls.ca_certificates",
+            "a PEM file of the authorities that sign client certificates when "
+            "tls.require_client_certificate is true", given["tls.ca_certificates"]))
 
 
 def _embedded_default() -> str:
@@ -302,6 +326,16 @@ def _build(
     return Settings(
         node=NodeSettings(ae_title=values["node.ae_title"]),
         listener=ListenerSettings(bind=values["listener.bind"], port=values["listener.port"]),
+        tls=TLSSettings(
+            enabled=values["tls.enabled"],
+            port=values["tls.port"],
+            certificate=values["tls.certificate"] or None,
+            private_key=values["tls.private_key"] or None,
+            ca_certificates=values["tls.ca_certificates"] or None,
+            require_client_certificate=values["tls.require_client_certificate"],
+            plain_listener=values["tls.plain_listener"],
+            handshake_timeout=values["tls.handshake_timeout"],
+        ),
         storage=StorageSettings(data_dir=values["storage.data_dir"]),
         database=DatabaseSettings(url=values["database.url"]),
         anonymizer=AnonymizerSettings(

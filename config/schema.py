@@ -27,6 +27,7 @@ __all__ = [
     "ForwardSettings",
     "Settings",
     "StorageSettings",
+    "TLSSettings",
     "redact_url",
 ]
 
@@ -66,6 +67,24 @@ class ListenerSettings:
 
     bind: str
     port: int
+
+
+@dataclass(frozen=True, slots=True)
+class TLSSettings:
+    """``[tls]``: the DICOM TLS listener (PS3.15 B.9, the BCP 195 profile) and its identity.
+
+    Paths are absolute (relative ones resolve against ``storage.data_dir``);
+    ``None`` when not configured.
+    """
+
+    enabled: bool
+    port: int
+    certificate: Path | None
+    private_key: Path | None
+    ca_certificates: Path | None
+    require_client_certificate: bool
+    plain_listener: bool
+    handshake_timeout: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +179,8 @@ class Settings:
 
     Attributes
     ----------
-    node, listener, storage, database, anonymizer, limits, policy, ingest, query, forward, logging
+    node, listener, tls, storage, database, anonymizer, limits, policy, ingest, query, forward,
+    logging
         One value per TOML section.
     config_file : pathlib.Path | None
         The user file that was read, or ``None`` when only the embedded
@@ -172,6 +192,7 @@ class Settings:
 
     node: NodeSettings
     listener: ListenerSettings
+    tls: TLSSettings
     storage: StorageSettings
     database: DatabaseSettings
     anonymizer: AnonymizerSettings
@@ -245,6 +266,7 @@ class Settings:
 SECTIONS: Final[tuple[str, ...]] = (
     "node",
     "listener",
+    "tls",
     "storage",
     "database",
     "anonymizer",
@@ -258,6 +280,8 @@ SECTIONS: Final[tuple[str, ...]] = (
 
 
 def _plain(value: object) -> object:
+    if value is None:
+        return ""
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, tuple):

@@ -20,6 +20,7 @@ from .app import App
 from .clock import Clock
 from .policy import is_loopback
 from .scp import build_ae, start_listener
+from .tls import server_context
 from .workers import WorkerProcesses, WorkerThreads
 
 __all__ = ["Node"]
@@ -39,6 +40,7 @@ class Node:
     def __init__(self, app: App, *, worker_processes: bool = False) -> None:
         self.app = app
         self.server: ThreadedAssociationServer | None = None
+        self.tls_server: ThreadedAssociationServer | None = None
         count = app.settings.ingest.workers
         self.clock = Clock(app)
         self.workers: WorkerThreads | WorkerProcesses = (
@@ -49,6 +51,12 @@ class Node:
         if self.server is None:
             raise RuntimeError("the node is not listening")
         return int(self.server.server_address[1])
+
+    @property
+    def tls_port(self) -> int:
+        if self.tls_server is None:
+            raise RuntimeError("the node has no TLS listener")
+        return int(self.tls_server.server_address[1])
 
     def repair(self) -> None:
         """Undo what an interrupted run left behind (see the module docstring)."""
@@ -83,13 +91,20 @@ class Node:
         if not is_loopback(settings.listener.bind) and settings.policy.store_open:
             logger.warning("policy store_open=true: unregistered callers may store on %s",
                            settings.listener.bind)
+        tls = settings.tls
+        context = server_context(tls) if tls.enabled else None  # a bad file stops us here
         self.workers.start()
-        self.server = start_listener(self.app, build_ae(self.app))
+        ae = build_ae(self.app)
+        if context is not None:
+            self.tls_server = start_listener(self.app, ae, tls=context)
+        if context is None or tls.plain_listener:
+            self.server = start_listener(self.app, ae)
         self.clock.start()
 
     def stop(self) -> None:
         self.clock.stop()
-        if self.server is not None:
-            self.server.shutdown()
-            self.server = None
+        for server in (self.server, self.tls_server):
+            if server is not None:
+                server.shutdown()
+        self.server = self.tls_server = None
         self.workers.stop()

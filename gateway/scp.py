@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 from typing import Any
 
 from pydicom.uid import (
@@ -55,6 +56,7 @@ from .find import handle_find, handle_sop_extended
 from .handlers import handle_echo, handle_store
 from .policy import admit, record_refusal
 from .retrieve import GET_SOP_CLASSES, MOVE_SOP_CLASSES, RetrieveAE, handle_get, handle_move
+from .tls import start_tls_server
 
 __all__ = [
     "FIND_TRANSFER_SYNTAXES", "TRANSFER_SYNTAXES", "build_ae", "set_tcp_nodelay", "start_listener",
@@ -132,8 +134,13 @@ def _on_requested(event: Any, app: App) -> None:
     assoc.gateway_decision = decision
 
 
-def start_listener(app: App, ae: RetrieveAE | None = None) -> ThreadedAssociationServer:
-    """Start serving on ``listener.bind``:``listener.port`` (port 0 picks a free one)."""
+def start_listener(app: App, ae: RetrieveAE | None = None, *,
+                   tls: ssl.SSLContext | None = None) -> ThreadedAssociationServer:
+    """Start serving on ``listener.bind``:``listener.port`` (port 0 picks a free one).
+
+    With ``tls`` (:func:`gateway.tls.server_context`) the listener is the DICOM
+    TLS one, on ``tls.port``, its handshakes done in each association's thread.
+    """
     ae = ae or build_ae(app)
     handlers: list[Any] = [
         (evt.EVT_CONN_OPEN, set_tcp_nodelay),
@@ -145,11 +152,19 @@ def start_listener(app: App, ae: RetrieveAE | None = None) -> ThreadedAssociatio
         (evt.EVT_C_GET, handle_get, [app]),
         (evt.EVT_SOP_EXTENDED, handle_sop_extended),
     ]
-    address = (app.settings.listener.bind, app.settings.listener.port)
-    server = ae.start_server(address, block=False, evt_handlers=handlers,
-                             contexts=SharedContexts(ae.supported_contexts))
+    settings = app.settings
+    contexts = SharedContexts(ae.supported_contexts)
+    server: ThreadedAssociationServer | None
+    if tls is None:
+        address = (settings.listener.bind, settings.listener.port)
+        server = ae.start_server(address, block=False, evt_handlers=handlers, contexts=contexts)
+    else:
+        address = (settings.listener.bind, settings.tls.port)
+        server = start_tls_server(ae, address, handlers, contexts, tls,
+                                  settings.tls.handshake_timeout)
     if server is None:  # only a blocking server returns None
         raise RuntimeError("the listener did not start")
     host, port = server.server_address[:2]
-    logger.info("listening ae_title=%s address=%s:%s", app.settings.node.ae_title, host, port)
+    logger.info("listening ae_title=%s address=%s:%s%s", settings.node.ae_title, host, port,
+                " tls=bcp195" if tls is not None else "")
     return server

@@ -69,8 +69,11 @@ def serve(app: AppContext, port: int | None, ae_title: str | None, bind: str | N
     # keep it out of the collector's full passes, which otherwise pause receiving and
     # make the interpreter's exit take seconds.
     gc.freeze()
-    click.echo(f"dicom-gateway listening as {settings.node.ae_title} on "
-               f"{settings.listener.bind}:{node.port}", err=True)
+    bind = settings.listener.bind
+    where = ([f"{bind}:{node.port}"] if node.server is not None else []) + (
+        [f"{bind}:{node.tls_port} (TLS)"] if node.tls_server is not None else [])
+    click.echo(f"dicom-gateway listening as {settings.node.ae_title} on {', '.join(where)}",
+               err=True)
     try:
         stopping.wait()
     finally:

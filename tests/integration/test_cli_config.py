@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from config import ConfigError
+from config._keys import SPECS
 from gateway.cli import AppContext, main
 from gateway.cli._exit import FAILED, NOT_FOUND, OK, UNREACHABLE, USAGE, translate_errors
 from gateway.errors import GatewayError, NotFoundError, PeerUnreachable, UsageError
@@ -148,7 +149,7 @@ def test_config_show_json_is_one_document(workdir: Path) -> None:
 
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert list(data) == ["node", "listener", "storage", "database", "anonymizer", "limits",
+    assert list(data) == ["node", "listener", "tls", "storage", "database", "anonymizer", "limits",
                           "policy", "ingest", "query", "forward", "logging"]
     assert data["node"] == {"ae_title": "GATEWAY"}
     assert data["listener"] == {"bind": "127.0.0.1", "port": 11113}
@@ -166,7 +167,7 @@ def test_config_show_text_is_aligned(workdir: Path) -> None:
 
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert len(lines) == 32  # 31 keys plus database.effective_url
+    assert len(lines) == sum(len(keys) for keys in SPECS.values()) + 1  # + effective_url
     assert len({line.index(" = ") for line in lines}) == 1
     port = next(line for line in lines if line.startswith("listener.port "))
     assert port.split(" = ")[1] == "11113  # from DICOM_GATEWAY_LISTENER__PORT"
