@@ -14,9 +14,11 @@ Modules, one job each:
 ``matching``    PS3.4 C.2.2.2 matching values parsed from text (no DICOM library)
 ``conditions``  one match as an SQL condition; ``search`` a whole C-FIND query
 ``peers``, ``audit``, ``quarantine``   what the CLI administers and lists
+``jobs``        the forward queue; ``commitments`` Storage Commitment results
 ``filestore``   write-once de-identified files; ``spool`` received originals
 """
 
+from .commitment_models import StorageCommitment  # registers the commitment table
 from .crypto import MapCipher
 from .db import make_engine, session_scope
 from .errors import StorageError, StorageFull
@@ -56,6 +58,7 @@ __all__ = [
     "Spool",
     "SpoolEntry",
     "SpoolMeta",
+    "StorageCommitment",
     "StorageError",
     "StorageFull",
     "StoredFile",

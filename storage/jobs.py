@@ -26,8 +26,9 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import CursorResult, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from .db import dialect_of
@@ -36,8 +37,8 @@ from .models import Instance, Series, Study, StudyState
 from .queue_models import OPEN_STATES, ForwardItem, ForwardJob, ItemState, JobKind, JobState
 
 __all__ = ["ItemToSend", "JobRecord", "RetryPolicy", "cancel", "claim_due", "enqueue", "finish",
-           "get", "items_to_send", "list_jobs", "mark_routed", "record_items", "retry",
-           "unrouted_stable"]
+           "get", "items_to_send", "list_jobs", "mark_routed", "record_items", "renew_lease",
+           "retry", "unrouted_stable"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +192,20 @@ def record_items(session: Session, job_id: int,
         session.execute(update(ForwardItem).where(
             ForwardItem.job_fk == job_id, ForwardItem.sop_instance_uid == sop_instance_uid)
             .values(state=state, status=status))
+
+
+def renew_lease(session: Session, job_id: int, owner: str, now: datetime,
+                lease_seconds: int) -> bool:
+    """Extend the owner's lease to ``now + lease_seconds``; ``False`` if it holds it no more.
+
+    For a forwarder that is still at work on the job (waiting for a Storage
+    Commitment result), so that no other takes it up meanwhile.
+    """
+    renewed = cast(CursorResult[Any], session.execute(update(ForwardJob).where(
+        ForwardJob.id == job_id, ForwardJob.state == JobState.SENDING,
+        ForwardJob.lease_owner == owner)
+        .values(lease_expires_at=now + timedelta(seconds=lease_seconds))))
+    return renewed.rowcount > 0
 
 
 def finish(session: Session, job_id: int, owner: str, now: datetime, policy: RetryPolicy, *,

@@ -18,7 +18,7 @@ from storage.schema import current, head, upgrade
 
 TABLES = {"patient", "study", "series", "instance", "peer", "pseudonym_map", "audit",
           "quarantine", "route", "route_destination", "forward_job", "forward_item",
-          "alembic_version"}
+          "storage_commitment", "alembic_version"}
 
 
 def test_empty_database_has_no_revision(db_url: str) -> None:
@@ -26,7 +26,7 @@ def test_empty_database_has_no_revision(db_url: str) -> None:
     try:
         assert current(engine) is None
         upgrade(engine)
-        assert current(engine) == head() == "0007"
+        assert current(engine) == head() == "0008"
         assert set(inspect(engine).get_table_names()) == TABLES
     finally:
         engine.dispose()
