@@ -181,6 +181,8 @@ SPECS: dict[str, dict[str, Spec]] = {
         "poll_seconds": Spec("int", "seconds, 1-3600", lambda v: check_int_range(v, 1, 3600)),
         "stable_after_seconds": Spec(
             "int", "seconds, 0-86400", lambda v: check_int_range(v, 0, 86400)),
+        "commit_timeout_seconds": Spec(
+            "int", "seconds, 1-3600", lambda v: check_int_range(v, 1, 3600)),
     },
     "logging": {
         "level": Spec(

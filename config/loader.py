@@ -370,6 +370,7 @@ def _build(
             lease_seconds=values["forward.lease_seconds"],
             poll_seconds=values["forward.poll_seconds"],
             stable_after_seconds=values["forward.stable_after_seconds"],
+            commit_timeout_seconds=values["forward.commit_timeout_seconds"],
         ),
         logging=LoggingSettings(level=values["logging.level"].upper()),
         config_file=Path.cwd() / config_file if config_file else None,

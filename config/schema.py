@@ -155,7 +155,12 @@ class QuerySettings:
 
 @dataclass(frozen=True, slots=True)
 class ForwardSettings:
-    """``[forward]``: the forward queue's retry policy, leases and polling."""
+    """``[forward]``: the forward queue's retry policy, leases, polling and confirmation.
+
+    ``commit_timeout_seconds``: how long the forwarder waits for a Storage
+    Commitment result (PS3.4 J.3) before it falls back to the next way of
+    confirming delivery (:mod:`gateway.confirm`).
+    """
 
     max_attempts: int
     first_delay_seconds: int
@@ -164,6 +169,7 @@ class ForwardSettings:
     lease_seconds: int
     poll_seconds: int
     stable_after_seconds: int
+    commit_timeout_seconds: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,6 +77,7 @@ def test_embedded_default_runs_a_node(workdir: Path) -> None:
     assert settings.anonymizer.key_file == workdir / "var" / "secrets" / "hmac.key"
     assert settings.anonymizer.residual_phi_gate is True
     assert settings.anonymizer.max_sequence_depth == 64
+    assert settings.forward.commit_timeout_seconds == 30
     assert settings.logging.level == "INFO"
     assert settings.config_file is None
     assert settings.sources == ()
@@ -304,6 +305,8 @@ ENV_CASES = [
     ("anonymizer.max_sequence_depth", "0", '"0"', "an integer 1-1000"),
     ("anonymizer.max_sequence_depth", "1001", '"1001"', "an integer 1-1000"),
     ("logging.level", "TRACE", '"TRACE"', "one of DEBUG, INFO, WARNING, ERROR"),
+    ("forward.commit_timeout_seconds", "0", '"0"', "seconds, 1-3600"),
+    ("forward.commit_timeout_seconds", "soon", '"soon"', "seconds, 1-3600"),
 ]
 
 
