@@ -21,10 +21,13 @@ Outcomes are committed every :data:`_COMMIT_EVERY` instances, so after a
 crash only the instances in flight are sent again (a destination keeps one
 copy per SOP Instance UID). A destination that does not accept the stored
 transfer syntax gets the instance decompressed to Explicit VR Little Endian
-(pydicom's pixel data handlers). Delivery is confirmed by the C-STORE
-statuses (``confirmed_by = "c-store-status"``); Storage Commitment is left
-for a later change. Logs name the job, the study's remapped UID and the
-destination slug, never a patient.
+(pydicom's pixel data handlers). After the last instance, delivery is
+confirmed on the same association (:mod:`gateway.confirm`): by Storage
+Commitment where the destination accepts it, else by an IMAGE-level C-FIND,
+else by the C-STORE statuses; the job records which (``confirmed_by``), and
+instances the destination does not confirm are sent again at the next
+attempt. Logs name the job, the study's remapped UID and the destination
+slug, never a patient.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from storage.queue_models import ItemState, JobState
 from storage.records import PeerRecord
 from storage.schedule import is_open
 
+from . import confirm
 from .app import App
 from .scp import set_tcp_nodelay
 
@@ -140,11 +144,12 @@ def _associate(app: App, peer: PeerRecord | None, peer_slug: str,
     limits = app.settings.limits
     ae.acse_timeout, ae.dimse_timeout = limits.acse_timeout, limits.dimse_timeout
     ae.network_timeout = limits.network_timeout
-    ae.requested_contexts = [build_context(sop_class, syntaxes)
-                             for sop_class, syntaxes in _contexts(items)[:128]]
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title,
-                         max_pdu=limits.max_pdu, evt_handlers=[(evt.EVT_CONN_OPEN,
-                                                                set_tcp_nodelay)])
+    confirming = confirm.contexts()
+    ae.requested_contexts = [build_context(sop_class, syntaxes) for sop_class, syntaxes
+                             in _contexts(items)[:128 - len(confirming)]] + confirming
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, max_pdu=limits.max_pdu,
+                         evt_handlers=[(evt.EVT_CONN_OPEN, set_tcp_nodelay),
+                                       *confirm.event_handlers(app, peer_slug)])
     if not assoc.is_established:
         return (f"association with {peer_slug} ({peer.host}:{peer.port}) "
                 f"{'rejected' if assoc.is_rejected else 'failed'}")
@@ -186,6 +191,7 @@ def send_job(app: App, job: jobs.JobRecord, owner: str) -> jobs.JobRecord | None
     space = (app.destination_space(job.destination)
              if peer is not None and peer.pseudonyms == "own" else None)
     error = ""
+    confirmed = confirm.Confirmation(confirm.C_STORE_STATUS)
     pending: list[tuple[str, ItemState, int | None]] = []
     connected = _associate(app, peer, job.destination, items) if items else None
     if isinstance(connected, str):
@@ -222,6 +228,11 @@ def send_job(app: App, job: jobs.JobRecord, owner: str) -> jobs.JobRecord | None
                 if len(pending) >= _COMMIT_EVERY:
                     _record(app, job.id, pending)
                     pending = []
+            if not error:
+                _record(app, job.id, pending)
+                pending = []
+                confirmed = confirm.confirm_delivery(app, assoc, job, owner, space)
+                error = confirmed.error
         except (OSError, ValueError, RuntimeError) as exc:
             error = f"sending failed ({type(exc).__name__}: {str(exc)[:160]})"
         finally:
@@ -231,7 +242,7 @@ def send_job(app: App, job: jobs.JobRecord, owner: str) -> jobs.JobRecord | None
         _record(app, job.id, pending)
         with session_scope(app.engine) as session:
             closed = jobs.finish(session, job.id, owner, datetime.now(UTC), policy, error=error,
-                                 confirmed_by="c-store-status")
+                                 confirmed_by=confirmed.confirmed_by)
     except SQLAlchemyError as exc:
         logger.error("forward job=%d state=unrecorded reason=%r", job.id, type(exc).__name__)
         return None

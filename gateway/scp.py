@@ -10,7 +10,12 @@ GET (C.4.3) SCP for both models (:mod:`gateway.retrieve`). The storage
 contexts accept SCP/SCU role selection (PS3.4 C.4.3, PS3.7 D.3.3.4): a
 C-GET caller takes the Storage SCP role and the node sends on its
 association; a caller that proposes no roles keeps the default ones.
-Deflated Explicit VR Little Endian is not offered (RELIABILITY T18: a small
+Storage Commitment Push Model (J.3) only to receive results
+(:mod:`gateway.commitment`): a destination that reports on an association
+of its own proposes the SCP role for itself, which is accepted; a caller
+that proposes the SCU role is rejected, and an N-ACTION is refused (the node
+commits nothing for others). Deflated Explicit VR Little Endian is not
+offered (RELIABILITY T18: a small
 deflated stream can inflate to gigabytes). A SOP class outside this list
 gets its presentation context rejected with reason 3, abstract syntax not
 supported (T19).
@@ -51,6 +56,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from .app import App
+from .commitment import ACCEPTOR_ROLES, PUSH_MODEL, handle_event_report, refuse_action
 from .contexts import SharedContexts
 from .find import handle_find, handle_sop_extended
 from .handlers import handle_echo, handle_store
@@ -107,6 +113,9 @@ def build_ae(app: App) -> RetrieveAE:
                                      scu_role=True, scp_role=True)
     for sop_class in (*FIND_SOP_CLASSES, *MOVE_SOP_CLASSES, *GET_SOP_CLASSES):
         ae.add_supported_context(sop_class, FIND_TRANSFER_SYNTAXES)
+    scu_role, scp_role = ACCEPTOR_ROLES
+    ae.add_supported_context(PUSH_MODEL, FIND_TRANSFER_SYNTAXES, scu_role=scu_role,
+                             scp_role=scp_role)
     return ae
 
 
@@ -151,6 +160,8 @@ def start_listener(app: App, ae: RetrieveAE | None = None, *,
         (evt.EVT_C_MOVE, handle_move, [app]),
         (evt.EVT_C_GET, handle_get, [app]),
         (evt.EVT_SOP_EXTENDED, handle_sop_extended),
+        (evt.EVT_N_EVENT_REPORT, handle_event_report, [app]),
+        (evt.EVT_N_ACTION, refuse_action, [app]),
     ]
     settings = app.settings
     contexts = SharedContexts(ae.supported_contexts)
