@@ -21,7 +21,9 @@ accepted:
    back to pending: the attempt ends with an error, so they are sent again
    after the job's back-off. No answer in time, or an N-ACTION refused:
    the next way, noted (``c-find (commitment unanswered)``); a late result
-   is still recorded.
+   is still recorded. An N-ACTION without any response (a destination
+   that does not know the node may drop it: Orthanc does) ends the
+   association, which is then not trusted with a query either.
 2. ``c-find``, Study Root Query/Retrieve FIND at the IMAGE level (PS3.4
    C.6.2), one query per series (the hierarchical search of C.4.1.2.2.1
    takes a single value for each key above the level) with the study's
@@ -168,6 +170,8 @@ def _commit(app: App, assoc: Association, job: jobs.JobRecord, owner: str,
     if code != _SUCCESS:
         logger.warning("forward job=%d transaction=%s commitment=refused status=%s", job.id,
                        transaction_uid, "none" if code is None else f"0x{code:04X}")
+        if code is None:  # no response: the association is not to be trusted with more
+            assoc.abort()
         return "commitment refused"
     started = time.monotonic()
     record = _wait(app, job.id, owner, transaction_uid)
@@ -237,6 +241,8 @@ def _find(assoc: Association, study_instance_uid: str,
             elif code != _SUCCESS:
                 logger.warning("c-find for confirmation ended with status %s",
                                "none" if code is None else f"0x{code:04X}")
+                if code is None:
+                    assoc.abort()
                 return None
     return found
 

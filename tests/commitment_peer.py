@@ -5,11 +5,12 @@ C-STORE. As configured it is also a Storage Commitment Push Model SCP
 (PS3.4 J.3) that answers each N-ACTION and then reports by N-EVENT-REPORT
 on the same association (``"same"``, a moment after the N-ACTION response,
 as an SCP that assesses the request first does), on an association it
-opens to the node proposing the SCP role (``"new"``), or never
-(``"never"``); and a Study Root FIND SCP at the IMAGE level (``find``). It
-can report the first ``fail_first`` referenced instances of its first
-transaction as failed, and "lose" its first ``lose`` instances (answer
-Success, keep nothing, so a C-FIND does not find them).
+opens to the node proposing the SCP role (``"new"``), never (``"never"``),
+or aborts the association instead of answering (``"abort"``); and a Study
+Root FIND SCP at the IMAGE level (``find``). It can report the first
+``fail_first`` referenced instances of its first transaction as failed,
+and "lose" its first ``lose`` instances (answer Success, keep nothing, so
+a C-FIND does not find them).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ _SYNTAXES = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
 class Institute:
     """A destination peer that confirms as configured (see the module notes)."""
 
-    commitment: str = "none"  # none | same | new | never
+    commitment: str = "none"  # none | same | new | never | abort
     find: bool = False
     fail_first: int = 0
     lose: int = 0
@@ -103,7 +104,10 @@ class Institute:
         transaction_uid = str(info.TransactionUID)
         self.actions.append((transaction_uid, references))
         failing = references[:self.fail_first] if len(self.actions) == 1 else []
-        if self.commitment != "never":
+        if self.commitment == "abort":  # no response at all
+            event.assoc.abort()
+            return 0x0110, None
+        if self.commitment in ("same", "new"):
             threading.Thread(target=self._report, daemon=True,
                              args=(event.assoc, transaction_uid, references, failing)).start()
         return 0x0000, None

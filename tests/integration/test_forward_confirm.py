@@ -9,6 +9,7 @@ confirms as each test configures it. Jobs are sent with
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -192,6 +193,21 @@ def test_no_answer_in_time_falls_back_to_c_find_when_it_answers_queries(
 
     assert run_due(node.app).done == 1
     assert node.job().confirmed_by == "c-find (commitment unanswered)"
+
+
+def test_an_n_action_without_response_ends_the_association_and_falls_back(
+    make_node: Callable[..., Node]
+) -> None:
+    node = make_node()
+    institute = node.destination(commitment="abort", find=True)
+
+    started = time.monotonic()
+    assert run_due(node.app).done == 1
+    assert time.monotonic() - started < 10, "waited for a response that never comes"
+    job = node.job()
+    assert (job.state, job.confirmed_by) == (JobState.DONE, "c-store-status (commitment refused)")
+    [(transaction_uid, _)] = institute.actions
+    assert node.commitment(transaction_uid).answered_at is None
 
 
 def test_c_find_confirms_and_a_missing_instance_is_sent_again(

@@ -2,7 +2,10 @@
 
 The node is started as a user starts it (``dicom-gateway serve``); Orthanc,
 on loopback, is the institute, and its REST API is how the tests see what
-arrived. The node's clock sends due jobs every second here.
+arrived. The node's clock sends due jobs every second here. An Orthanc that
+knows the node as a modality commits what it received (Storage Commitment,
+the result on an association it opens to the node); one that does not
+refuses, and the job says how it was confirmed instead.
 """
 
 from __future__ import annotations
@@ -78,8 +81,9 @@ def test_a_study_goes_to_the_institute_de_identified_and_late_series_follow_alon
     cli: Callable[..., Result], tmp_path: Path
 ) -> None:
     study = make_clinic_study(tmp_path / "study", series=3, per_series=8)
-    pacs = orthanc()
     node = serve(**FAST)
+    # the institute knows the node as a modality: it reports Storage Commitment results to it
+    pacs = orthanc({"gateway": ["GATEWAY", "127.0.0.1", node.port]})
     gw = _gw(cli, node)
     added = gw("peer", "add", "institute", "--ae-title", pacs.ae_title, "--host", "127.0.0.1",
                "--port", str(pacs.dicom_port), "--role", "destination")
@@ -96,7 +100,8 @@ def test_a_study_goes_to_the_institute_de_identified_and_late_series_follow_alon
                what="the job delivered by the node's clock")
     [job] = _jobs(gw)
     assert (job["kind"], job["sent"], job["failed"], job["confirmed_by"]) == (
-        "initial", 16, 0, "c-store-status")
+        "initial", 16, 0, "storage-commitment")
+    assert "commitment report from=institute" in node.log.read_text()
     assert len(pacs.get("/instances")) == 16
 
     # nothing identifying reached the institute, in any stored byte
@@ -116,8 +121,8 @@ def test_a_study_goes_to_the_institute_de_identified_and_late_series_follow_alon
     assert follow.exit_code == 0 and "8 instance(s)" in follow.stdout, follow.output
     wait_until(lambda: all(j["state"] == "done" for j in _jobs(gw)), timeout=60,
                what="the follow-up delivered")
-    kinds = sorted((j["kind"], j["sent"]) for j in _jobs(gw))
-    assert kinds == [("follow-up", 8), ("initial", 16)]
+    kinds = sorted((j["kind"], j["sent"], j["confirmed_by"]) for j in _jobs(gw))
+    assert kinds == [("follow-up", 8, "storage-commitment"), ("initial", 16, "storage-commitment")]
     sops = _orthanc_sops(pacs)
     assert len(sops) == len(set(sops)) == 24, "an instance reached the institute twice"
     assert not [t for t in study.tokens if t in node.log.read_text()]
@@ -241,8 +246,9 @@ def test_destinations_with_their_own_pseudonyms_cannot_link_each_others_patients
 ) -> None:
     first = make_clinic_study(tmp_path / "first", series=1, per_series=3, seed=0, jpeg=False)
     second = make_clinic_study(tmp_path / "second", series=1, per_series=2, seed=1, jpeg=False)
-    left, right = orthanc(), orthanc()
     node = serve(**FAST, DICOM_GATEWAY_FORWARD__STABLE_AFTER_SECONDS="1")
+    gateway = {"gateway": ["GATEWAY", "127.0.0.1", node.port]}
+    left, right = orthanc(gateway), orthanc(gateway)
     gw = _gw(cli, node)
     for slug, pacs in (("left", left), ("right", right)):
         assert gw("peer", "add", slug, "--ae-title", pacs.ae_title, "--host", "127.0.0.1",
@@ -253,6 +259,10 @@ def test_destinations_with_their_own_pseudonyms_cannot_link_each_others_patients
     _store(node, second.root)
     wait_until(lambda: len(left.get("/instances")) == 5 and len(right.get("/instances")) == 5,
                timeout=120, what="both studies at both institutes")
+    # each institute committed the instances under the UIDs it received (its own space)
+    wait_until(lambda: len(_jobs(gw)) == 4 and all(j["state"] == "done" for j in _jobs(gw)),
+               timeout=60, what="the four jobs done")
+    assert {j["confirmed_by"] for j in _jobs(gw)} == {"storage-commitment"}
 
     def seen(pacs: Orthanc) -> tuple[set[str], set[str], set[str]]:
         tags = [pacs.get(f"/instances/{iid}/simplified-tags") for iid in pacs.get("/instances")]
