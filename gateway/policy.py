@@ -24,6 +24,10 @@ any destination peer; ``sent`` and ``routed`` only the caller's own
 machine, that is its own peer entry or a destination peer registered with
 the same host, so that a clinic pulls its studies back to itself and never
 sends them to a third party.
+
+A Storage Commitment result (N-EVENT-REPORT on an association a peer opens)
+is taken only from a registered peer with the ``destination`` role, about a
+request sent to it (:mod:`gateway.commitment`); others get 0x0124, audited.
 """
 
 from __future__ import annotations

@@ -1,14 +1,17 @@
 """``dicom-gateway queue`` and ``study forward``: the forward queue from the command line.
 
 ``queue list [--state S] [--json]`` shows jobs newest first with their
-instances counted by state; ``queue retry ID`` or ``queue retry --failed``
-sends failed (or cancelled) jobs again, refused instances included;
-``queue cancel ID`` stops a pending job; ``queue run --once`` sends every
-due job now, without the node (exit 1 when a job is left for a later
-attempt or failed). ``study forward UID --to SLUG [--now]`` queues what the
-destination has not yet received of a study (nothing delivered is queued
-again) and with ``--now`` sends it at once. An unknown job, study or peer
-exits 3; a bad argument 2. Each change is audited with the OS user.
+instances counted by state and how delivery was confirmed; ``queue show ID
+[--json]`` one job with its Storage Commitment requests and their results
+(PS3.4 J.3: when asked and answered, committed, failed and why);
+``queue retry ID`` or ``queue retry --failed`` sends failed (or cancelled)
+jobs again, refused instances included; ``queue cancel ID`` stops a
+pending job; ``queue run --once`` sends every due job now, without the node
+(exit 1 when a job is left for a later attempt or failed). ``study forward
+UID --to SLUG [--now]`` queues what the destination has not yet received
+of a study (nothing delivered is queued again) and with ``--now`` sends it
+at once. An unknown job, study or peer exits 3; a bad argument 2. Each
+change is audited with the OS user.
 """
 
 from __future__ import annotations
@@ -22,11 +25,12 @@ import click
 from sqlalchemy import select
 
 import storage.audit as audit
+import storage.commitments as commitments
 import storage.jobs as jobs
 import storage.peers as peers
 from gateway.cli._context import AppContext, pass_app
 from gateway.cli._exit import translate_errors
-from gateway.cli._node import node_app, print_table, storage_failure
+from gateway.cli._node import node_app, print_record, print_table, storage_failure
 from gateway.errors import GatewayError, NotFoundError, UsageError
 from gateway.forwarder import run_due
 from storage.db import session_scope
@@ -77,9 +81,50 @@ def list_(app: AppContext, states: tuple[str, ...], as_json: bool) -> None:
         click.echo(json.dumps([_job(record) for record in found], indent=2))
         return
     print_table(
-        ["ID", "STATE", "KIND", "DESTINATION", "SENT", "PENDING", "FAILED", "ATTEMPTS", "STUDY"],
+        ["ID", "STATE", "KIND", "DESTINATION", "SENT", "PENDING", "FAILED", "ATTEMPTS",
+         "CONFIRMED", "STUDY"],
         [[str(r.id), r.state.value, r.kind.value, r.destination, str(r.sent), str(r.pending),
-          str(r.failed), str(r.attempts), r.study_instance_uid] for r in found])
+          str(r.failed), str(r.attempts), r.confirmed_by or "-", r.study_instance_uid]
+         for r in found])
+
+
+def _commitment(record: commitments.CommitmentRecord) -> dict[str, Any]:
+    return {
+        "transaction_uid": record.transaction_uid, "requested": len(record.requested_uids),
+        "requested_at": record.requested_at.isoformat(),
+        "answered_at": record.answered_at.isoformat() if record.answered_at else None,
+        "reported_by": record.reported_by, "event_type": record.event_type,
+        "committed": record.committed, "failed": record.failed,
+        "failures": [{"sop_instance_uid": uid, "failure_reason": reason}
+                     for uid, reason in record.failures.items()],
+    }
+
+
+@queue.command()
+@click.argument("job_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@pass_app
+@translate_errors
+def show(app: AppContext, job_id: str, as_json: bool) -> None:
+    """One job, how its delivery was confirmed, and its commitment requests."""
+    number = _job_id(job_id)
+    node = node_app(app)
+    with session_scope(node.engine, readonly=True) as session:
+        record = jobs.get(session, number)
+        asked = commitments.list_for_job(session, number)
+    if record is None:
+        raise NotFoundError(f"job {number}: not found")
+    shown = {**_job(record), "commitments": [_commitment(c) for c in asked]}
+    if as_json:
+        click.echo(json.dumps(shown, indent=2))
+        return
+    print_record({key: value for key, value in shown.items() if key != "commitments"})
+    for found in asked:
+        answer = (f"answered {found.answered_at.isoformat()} by {found.reported_by}: "
+                  f"{found.committed} committed, {found.failed} failed"
+                  if found.answered_at else "unanswered")
+        click.echo(f"commitment {found.transaction_uid}: {len(found.requested_uids)} "
+                   f"requested {found.requested_at.isoformat()}, {answer}")
 
 
 def _job_id(value: str) -> int:

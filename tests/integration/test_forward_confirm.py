@@ -8,6 +8,7 @@ confirms as each test configures it. Jobs are sent with
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import Result
 from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]
@@ -118,7 +120,7 @@ def _later() -> datetime:
 
 @pytest.mark.parametrize("how", ["same", "new"])
 def test_committed_on_the_same_or_a_new_association_with_the_uids_it_received(
-    make_node: Callable[..., Node], how: str
+    make_node: Callable[..., Node], cli: Callable[..., Result], db_url: str, how: str
 ) -> None:
     node = make_node()
     institute = node.destination(pseudonyms="own", commitment=how)
@@ -139,6 +141,17 @@ def test_committed_on_the_same_or_a_new_association_with_the_uids_it_received(
     assert (record.event_type, record.committed, record.failed, dict(record.failures)) == (
         1, 3, 0, {})
     assert record.answered_at is not None and record.answered_at >= record.requested_at
+
+    shown = cli("queue", "show", str(job.id), "--json", DICOM_GATEWAY_DATABASE__URL=db_url)
+    assert shown.exit_code == 0, shown.output
+    document = json.loads(shown.stdout)
+    assert document["confirmed_by"] == "storage-commitment"
+    [asked] = document["commitments"]
+    assert (asked["transaction_uid"], asked["requested"], asked["committed"], asked["failed"],
+            asked["reported_by"]) == (transaction_uid, 3, 3, 0, "institute")
+    listed = cli("queue", "list", DICOM_GATEWAY_DATABASE__URL=db_url)
+    assert listed.exit_code == 0 and "storage-commitment" in listed.stdout
+    assert cli("queue", "show", "999", DICOM_GATEWAY_DATABASE__URL=db_url).exit_code == 3
 
 
 def test_a_failed_instance_is_sent_again_at_the_next_attempt(
