@@ -42,6 +42,8 @@ class Institute:
     find: bool = False
     fail_first: int = 0
     lose: int = 0
+    #: seconds between the N-ACTION and the result on a new association
+    delay: float = 0.0
     node_port: int = 0
     ae_title: str = "INSTITUTE"
     arrived: list[str] = field(default_factory=list)
@@ -131,6 +133,7 @@ class Institute:
                                                   PUSH_MODEL_INSTANCE)
             self.reports.append(("same", int(status.Status) if "Status" in status else None))
         else:
+            time.sleep(self.delay)  # an SCP that takes its time to assess the request
             self.reports.append(("new", self.report_on_new_association(event_type, info)))
         self.reported.set()
 

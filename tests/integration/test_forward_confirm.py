@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,11 +34,11 @@ from gateway.ingest import run_once
 from gateway.scp import start_listener
 from storage.db import session_scope
 from storage.models import Instance, Study
-from storage.queue_models import JobState
+from storage.queue_models import ForwardJob, JobState
 from storage.records import PeerRecord
 from storage.spool import SpoolMeta
 from tests.commitment_peer import PUSH_MODEL_INSTANCE, Institute
-from tests.conftest import TEST_KEY_HEX, node_settings
+from tests.conftest import TEST_KEY_HEX, node_settings, wait_until
 from tests.corpus import make_clinic_study
 
 META = SpoolMeta(calling_ae_title="CLINIC", called_ae_title="GATEWAY", source_peer=None,
@@ -196,6 +197,34 @@ def test_no_answer_in_time_falls_back_and_a_late_report_is_still_recorded(
     late = node.commitment(transaction_uid)
     assert late.answered_at is not None and late.committed == 3
     assert node.job().confirmed_by == "c-store-status (commitment unanswered)"
+
+
+def test_the_lease_is_renewed_while_the_result_is_awaited(
+    make_node: Callable[..., Node]
+) -> None:
+    node = make_node(**{"forward.lease_seconds": 10, "forward.commit_timeout_seconds": 30})
+    node.destination(commitment="new", delay=5.0)
+    leases: list[datetime] = []
+
+    def lease() -> datetime | None:
+        with session_scope(node.app.engine, readonly=True) as session:
+            return session.scalar(select(ForwardJob.lease_expires_at))
+
+    def renewed() -> bool:
+        found = lease()
+        if found is None:  # not leased yet
+            return False
+        leases.append(found)
+        return found > leases[0]
+
+    sender = threading.Thread(target=run_due, args=(node.app,))
+    sender.start()
+    try:
+        wait_until(renewed, timeout=15, what="the lease renewed during the wait")
+    finally:
+        sender.join(60)
+    job = node.job()
+    assert (job.state, job.confirmed_by) == (JobState.DONE, "storage-commitment")
 
 
 def test_no_answer_in_time_falls_back_to_c_find_when_it_answers_queries(
