@@ -91,7 +91,8 @@ def range_condition(expression: SQLColumnExpression[Any], stored: SQLColumnExpre
 
 
 def match_condition(column: SQLColumnExpression[Any], match: Match, kind: ValueKind,
-                    dialect: str, folded: SQLColumnExpression[Any] | None = None) -> ColumnElement[bool] | None:
+                    dialect: str, folded: SQLColumnExpression[Any] | None = None,
+                    ) -> ColumnElement[bool] | None:
     """The SQL condition for one key (see the module notes); ``None`` when universal.
 
     Parameters

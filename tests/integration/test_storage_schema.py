@@ -124,7 +124,8 @@ def test_session_scope_rolls_back_on_error(engine: Engine) -> None:
         assert session.execute(text("SELECT count(*) FROM audit")).scalar_one() == 0
 
 
-@pytest.mark.parametrize("url", ["mysql://db/x", "postgresql+psycopg2://u@h/d", "sqlite+aiosqlite:///x.db", "not a url"])
+@pytest.mark.parametrize("url", ["mysql://db/x", "postgresql+psycopg2://u@h/d",
+                                 "sqlite+aiosqlite:///x.db", "not a url"])
 def test_unsupported_urls_are_refused(url: str) -> None:
     with pytest.raises(StorageError, match="database.url: expected"):
         make_engine(url)
