@@ -5,7 +5,9 @@ echo and store, so that a first try just works, unless
 ``policy.loopback_store_open`` is false. On any other address only
 registered peers are served, each for its roles, unless
 ``policy.store_open`` lets unregistered callers store (``serve`` announces
-it). A peer pinned to an address is refused from any other address.
+it). A peer pinned to an address is refused from any other address; a peer
+pinned to a client certificate (its SHA-256 fingerprint) is refused unless
+it comes over the TLS listener with that certificate (RELIABILITY.md T02).
 
 Refusals happen at association time with the PS3.8 reasons pynetdicom uses:
 called AE title not ours -> rejected-permanent (1, 1, 7); calling AE title
@@ -78,8 +80,14 @@ class Decision:
     scope: PeerScope = PeerScope.SENT
 
 
-def admit(app: App, calling_ae: str, called_ae: str, address: str) -> Decision:
-    """Decide on an A-ASSOCIATE-RQ from ``calling_ae`` at ``address``."""
+def admit(app: App, calling_ae: str, called_ae: str, address: str,
+          certificate: str | None = None) -> Decision:
+    """Decide on an A-ASSOCIATE-RQ from ``calling_ae`` at ``address``.
+
+    ``certificate`` is the SHA-256 fingerprint of the client certificate the
+    caller presented on the TLS listener (``None``: plain, or no certificate);
+    a peer registered with a fingerprint is recognised only with it.
+    """
     if called_ae.strip() != app.settings.node.ae_title:
         return Decision(False, CALLED_AE_NOT_RECOGNIZED, reason="called AE title is not ours")
     with session_scope(app.engine) as session:
@@ -87,11 +95,14 @@ def admit(app: App, calling_ae: str, called_ae: str, address: str) -> Decision:
     for peer in known:
         if peer.pinned_address and peer.pinned_address != address:
             continue
+        if peer.certificate_sha256 and peer.certificate_sha256 != certificate:
+            continue
         return Decision(True, peer_slug=peer.slug, roles=frozenset(peer.roles),
                         scope=peer.scope)
     if known:
         return Decision(False, CALLING_AE_NOT_RECOGNIZED,
-                        reason="calling AE title is registered for another address")
+                        reason="calling AE title is registered for another address or "
+                               "client certificate")
     if _open_to_unknown(app):
         return Decision(True, roles=frozenset({"source"}))
     return Decision(False, CALLING_AE_NOT_RECOGNIZED, reason="calling AE title not registered")

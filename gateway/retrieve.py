@@ -88,6 +88,7 @@ from .app import App
 from .policy import Decision, may_retrieve, move_destination, record_refusal
 from .query import KEYWORDS, UNIQUE, IdentifierError, Root, parse_identifier
 from .suboperations import Tally, accepted_syntaxes, contexts_for, load, open_destination
+from .tls import tls_args
 
 __all__ = [
     "CHECKED_PYNETDICOM", "GET_SOP_CLASSES", "MOVE_SOP_CLASSES", "RetrieveAE", "handle_get",
@@ -351,7 +352,7 @@ def handle_move(event: Any, app: App) -> Iterator[Any]:
         yield 0
         return
     sub = open_destination(event.assoc.ae, destination, contexts_for(job.instances), job.tally,
-                           app.settings.limits.max_pdu)
+                           app.settings.limits.max_pdu, tls_args(app.settings.tls, destination))
     if not sub.is_established:
         comment = "the move destination cannot be reached"
         job.attempted = len(job.instances)

@@ -62,7 +62,7 @@ from .find import handle_find, handle_sop_extended
 from .handlers import handle_echo, handle_store
 from .policy import admit, record_refusal
 from .retrieve import GET_SOP_CLASSES, MOVE_SOP_CLASSES, RetrieveAE, handle_get, handle_move
-from .tls import start_tls_server
+from .tls import client_fingerprint, start_tls_server
 
 __all__ = [
     "FIND_TRANSFER_SYNTAXES", "TRANSFER_SYNTAXES", "build_ae", "set_tcp_nodelay", "start_listener",
@@ -132,7 +132,7 @@ def _on_requested(event: Any, app: App) -> None:
     calling = str(primitive.calling_ae_title).strip()
     called = str(primitive.called_ae_title).strip()
     address = str(assoc.requestor.address)
-    decision = admit(app, calling, called, address)
+    decision = admit(app, calling, called, address, client_fingerprint(assoc))
     if not decision.admitted and decision.reject is not None:
         record_refusal(app, "association-rejected", calling, decision.reason)
         # as pynetdicom's own acceptor does: queue the A-ASSOCIATE-RJ, then stop the

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
@@ -162,7 +163,8 @@ def _nodelay(event: Any) -> None:
 
 
 def open_destination(ae: Any, destination: PeerRecord, contexts: list[PresentationContext],
-                     tally: Tally, max_pdu: int) -> Association:
+                     tally: Tally, max_pdu: int,
+                     tls: tuple[ssl.SSLContext, str] | None = None) -> Association:
     """Request the C-MOVE sub-association with ``destination``, from the peer table's address.
 
     Returns the association whether or not it was established; one that
@@ -170,7 +172,7 @@ def open_destination(ae: Any, destination: PeerRecord, contexts: list[Presentati
     """
     assoc: Association = ae.associate(
         destination.host, destination.port, contexts=contexts,
-        ae_title=destination.ae_title, max_pdu=max_pdu,
+        ae_title=destination.ae_title, max_pdu=max_pdu, tls_args=tls,
         evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay), (evt.EVT_DIMSE_RECV, tally.on_message)],
     )
     if not assoc.is_established:

@@ -22,6 +22,8 @@ connection with a log line naming the address and the TLS reason.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 import socket
 import ssl
@@ -33,9 +35,11 @@ from pynetdicom import AE
 from pynetdicom.transport import ThreadedAssociationServer
 
 from config import ConfigError, TLSSettings
+from storage.records import PeerRecord
 
-__all__ = ["BCP195_CIPHERS", "TLSAssociationServer", "client_context", "server_context",
-           "start_tls_server"]
+__all__ = ["BCP195_CIPHERS", "TLSAssociationServer", "client_context", "client_fingerprint",
+           "close_transport",
+           "fingerprint", "server_context", "start_tls_server", "tls_args"]
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +100,52 @@ def client_context(tls: TLSSettings) -> ssl.SSLContext:
     _load_identity(context, tls)
     _load_authorities(context, tls, ssl.Purpose.SERVER_AUTH)
     return context
+
+
+def fingerprint(der: bytes) -> str:
+    """The SHA-256 fingerprint of a DER certificate, as ``peer.certificate_sha256`` holds it."""
+    return hashlib.sha256(der).hexdigest()
+
+
+def client_fingerprint(assoc: Any) -> str | None:
+    """The fingerprint of the certificate a caller presented on the TLS listener, else None."""
+    transport = getattr(assoc.dul, "socket", None)
+    sock = getattr(transport, "socket", None)
+    if not isinstance(sock, ssl.SSLSocket):
+        return None
+    der = sock.getpeercert(binary_form=True)
+    return fingerprint(der) if der else None
+
+
+@functools.cache
+def _client_context_for(tls: TLSSettings) -> ssl.SSLContext:
+    return client_context(tls)
+
+
+def tls_args(tls: TLSSettings, peer: PeerRecord) -> tuple[ssl.SSLContext, str] | None:
+    """pynetdicom's ``tls_args`` for an association to ``peer``: None unless ``peer.tls``.
+
+    The server's certificate must name ``peer.host`` (PS3.15 B.9 leaves
+    identity to the certificate; a DICOM peer is usually an IP address, which
+    its certificate then carries as a subject alternative name).
+    """
+    return (_client_context_for(tls), peer.host) if peer.tls else None
+
+
+def close_transport(assoc: Any) -> None:
+    """Close the socket of an association that did not get established.
+
+    pynetdicom 3.0 shuts a socket down before closing it, and when the peer
+    has already closed the connection (a TLS port answering a plain
+    client, a refused handshake) the shutdown raises and the close never
+    happens: the socket stays open until the collector finds it.
+    """
+    raw = getattr(getattr(assoc.dul, "socket", None), "socket", None)
+    if raw is not None:
+        try:
+            raw.close()
+        except OSError:
+            pass
 
 
 def _reason(exc: BaseException) -> str:

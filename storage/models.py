@@ -45,6 +45,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -314,6 +315,10 @@ class Peer(Base):
     schedule: Mapped[str] = mapped_column(Text, server_default="immediate")
     #: ``shared`` (the node's pseudonyms) or ``own`` (re-keyed for this destination)
     pseudonyms: Mapped[str] = mapped_column(String(16), server_default="shared")
+    #: connect to this peer over DICOM TLS (gateway.tls)
+    tls: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    #: SHA-256 of the client certificate this peer must present (lower-case hex), or None
+    certificate_sha256: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 

@@ -45,6 +45,7 @@ SCOPES: Final = tuple(scope.value for scope in PeerScope)
 
 _SLUG: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _AE_MAX: Final = 16
+_FINGERPRINT: Final = re.compile(r"[0-9a-f]{64}")
 
 
 class PeerChanges(TypedDict, total=False):
@@ -58,6 +59,8 @@ class PeerChanges(TypedDict, total=False):
     scope: str
     schedule: str
     pseudonyms: str
+    tls: bool
+    certificate_sha256: str | None
 
 
 def _check_slug(slug: str) -> str:
@@ -133,12 +136,23 @@ def _check_pseudonyms(space: str) -> str:
     return space
 
 
+def _check_fingerprint(value: str | None) -> str | None:
+    if value is None:
+        return None
+    text = value.replace(":", "").strip().lower()
+    if not _FINGERPRINT.fullmatch(text):
+        raise StorageError("peer certificate: expected a SHA-256 fingerprint (64 hex digits, "
+                           f"colons allowed), got {value!r}")
+    return text
+
+
 def _record(row: Peer) -> PeerRecord:
     return PeerRecord(
         slug=row.slug, ae_title=row.ae_title, host=row.host, port=row.port,
         roles=tuple(role for role in row.roles.split(",") if role),
         pinned_address=row.pinned_address, scope=PeerScope(row.scope), schedule=row.schedule,
-        pseudonyms=row.pseudonyms,
+        pseudonyms=row.pseudonyms, tls=bool(row.tls),
+        certificate_sha256=row.certificate_sha256,
         created_at=row.created_at,
     )
 
@@ -176,6 +190,7 @@ def add(session: Session, peer: PeerRecord) -> PeerRecord:
         port=_check_port(peer.port), roles=",".join(_check_roles(peer.roles)),
         pinned_address=_check_address(peer.pinned_address), scope=_check_scope(peer.scope),
         schedule=check_schedule(peer.schedule), pseudonyms=_check_pseudonyms(peer.pseudonyms),
+        tls=bool(peer.tls), certificate_sha256=_check_fingerprint(peer.certificate_sha256),
         created_at=datetime.now(UTC),
     )
     if _row(session, slug) is not None:
@@ -247,8 +262,9 @@ def update(session: Session, slug: str, /, **changes: Unpack[PeerChanges]) -> Pe
         Which peer.
     **changes
         Any of ``ae_title``, ``host``, ``port``, ``roles``,
-        ``pinned_address`` (``None`` unpins), ``scope``, ``schedule``, checked as in
-        :func:`add`.
+        ``pinned_address`` (``None`` unpins), ``scope``, ``schedule``,
+        ``pseudonyms``, ``tls``, ``certificate_sha256`` (``None`` unpins), checked
+        as in :func:`add`.
 
     Returns
     -------
@@ -287,5 +303,9 @@ def update(session: Session, slug: str, /, **changes: Unpack[PeerChanges]) -> Pe
         row.schedule = check_schedule(changes["schedule"])
     if "pseudonyms" in changes:
         row.pseudonyms = _check_pseudonyms(changes["pseudonyms"])
+    if "tls" in changes:
+        row.tls = bool(changes["tls"])
+    if "certificate_sha256" in changes:
+        row.certificate_sha256 = _check_fingerprint(changes["certificate_sha256"])
     session.flush()
     return _record(row)

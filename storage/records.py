@@ -146,8 +146,9 @@ class PeerRecord:
     (an IP address) restricts associations claiming this AE title to that
     address; ``schedule`` is when a destination may be sent to
     (:mod:`storage.schedule`); ``scope`` is which studies it finds and retrieves
-    (:class:`~storage.models.PeerScope`). ``created_at`` is set by the
-    database.
+    (:class:`~storage.models.PeerScope`); ``tls`` says the node connects to it
+    over DICOM TLS, and ``certificate_sha256`` pins the client certificate it
+    must present when it connects. ``created_at`` is set by the database.
     """
 
     slug: str
@@ -159,6 +160,8 @@ class PeerRecord:
     scope: PeerScope = PeerScope.SENT
     schedule: str = "immediate"
     pseudonyms: str = "shared"
+    tls: bool = False
+    certificate_sha256: str | None = None
     created_at: datetime | None = None
 
 

@@ -29,6 +29,7 @@ from gateway.cli._exit import translate_errors
 from gateway.cli._node import node_app, print_record, print_table, storage_failure
 from gateway.errors import GatewayError, NotFoundError, PeerUnreachable, UsageError
 from gateway.scp import set_tcp_nodelay
+from gateway.tls import close_transport, tls_args
 from storage.db import session_scope
 from storage.errors import StorageError
 from storage.models import PeerScope
@@ -115,6 +116,8 @@ def _as_dict(record: PeerRecord) -> dict[str, Any]:
         "scope": record.scope.value,
         "schedule": record.schedule,
         "pseudonyms": record.pseudonyms,
+        "tls": record.tls,
+        "certificate_sha256": record.certificate_sha256,
         "created_at": record.created_at.isoformat() if record.created_at else None,
     }
 
@@ -329,6 +332,7 @@ def echo(app: AppContext, slug: str) -> None:
             f"peer {slug} ({where}) cannot be reached ({reason}); check --host and --port"
         ) from exc
     assoc = ae.associate(record.host, record.port, ae_title=record.ae_title,
+                         tls_args=tls_args(settings.tls, record),
                          evt_handlers=[(evt.EVT_CONN_OPEN, set_tcp_nodelay)])
     try:
         if assoc.is_rejected:
@@ -341,6 +345,8 @@ def echo(app: AppContext, slug: str) -> None:
     finally:
         if assoc.is_established:
             assoc.release()
+        else:
+            close_transport(assoc)
         ae.shutdown()
     code = getattr(status, "Status", None)
     if code is None:
@@ -349,3 +355,7 @@ def echo(app: AppContext, slug: str) -> None:
         raise GatewayError(f"peer {slug} ({where}) answered the C-ECHO with status 0x{code:04X}")
     click.echo(f"peer {slug} ({where}): C-ECHO status 0x{code:04X} (success)")
 
+
+
+# ``peer tls`` lives in its own module; importing it registers it on this group.
+from gateway.cli import peer_tls  # noqa: E402,F401
