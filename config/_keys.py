@@ -101,6 +101,7 @@ SPECS: dict[str, dict[str, Spec]] = {
     },
     "storage": {
         "data_dir": Spec("path", "a folder path", check_path),
+        "spool_dir": Spec("str", 'a folder path, or "" for data_dir/spool', check_optional_path),
     },
     "database": {
         "url": Spec(

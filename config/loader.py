@@ -125,6 +125,10 @@ def load_config(
     values = _convert_all(given, problems)
     data_dir = _resolve("storage.data_dir", Path.cwd(), values, given, env, problems)
     _resolve("anonymizer.key_file", data_dir, values, given, env, problems)
+    if values.get("storage.spool_dir") == "":
+        values["storage.spool_dir"] = data_dir / "spool"
+    else:
+        _resolve("storage.spool_dir", data_dir, values, given, env, problems)
     for name in _TLS_FILES:
         if values.get(name):
             _resolve(name, data_dir, values, given, env, problems)
@@ -336,7 +340,8 @@ def _build(
             plain_listener=values["tls.plain_listener"],
             handshake_timeout=values["tls.handshake_timeout"],
         ),
-        storage=StorageSettings(data_dir=values["storage.data_dir"]),
+        storage=StorageSettings(data_dir=values["storage.data_dir"],
+                                spool_dir=values["storage.spool_dir"]),
         database=DatabaseSettings(url=values["database.url"]),
         anonymizer=AnonymizerSettings(
             options=values["anonymizer.options"],

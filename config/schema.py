@@ -89,9 +89,13 @@ class TLSSettings:
 
 @dataclass(frozen=True, slots=True)
 class StorageSettings:
-    """``[storage]``: where the node keeps its files (absolute path)."""
+    """``[storage]``: where the node keeps its files (absolute paths).
+
+    ``spool_dir`` is this node's own spool (``data_dir/spool`` unless set).
+    """
 
     data_dir: Path
+    spool_dir: Path
 
 
 @dataclass(frozen=True, slots=True)

@@ -119,7 +119,7 @@ def build_app(settings: Settings, environ: Mapping[str, str]) -> App:
         settings=settings,
         engine=engine,
         store=FileStore(data_dir / "store"),
-        spool=Spool(data_dir / "spool"),
+        spool=Spool(settings.storage.spool_dir),
         profile=build_profile(settings.anonymizer),
         lookup=build_lookup(settings.anonymizer, key),
         # the map's own key, derived from the secret: kept outside the database

@@ -66,14 +66,17 @@ class Node:
             leftover.unlink(missing_ok=True)
             swept += 1
         recovered = self.app.spool.recover()
-        temporary = self.app.store.sweep_temporary()
+        # A store shared with other nodes (PostgreSQL) may hold their writes in flight:
+        # only what no writer can still be working on goes.
+        shared = not self.app.settings.database_url.startswith("sqlite")
+        temporary = self.app.store.sweep_temporary(min_age_seconds=600 if shared else 0)
         logger.info("repair partial_receives=%d spool_recovered=%d store_temporaries=%d",
                     swept, recovered, temporary)
 
     @property
     def receiving_dir(self) -> Path:
         """Where pynetdicom streams datasets: on the spool's filesystem, so a rename moves them."""
-        path = self.app.data_dir / "spool" / "receiving"
+        path = self.app.spool.root / "receiving"
         path.mkdir(parents=True, exist_ok=True)
         return path
 

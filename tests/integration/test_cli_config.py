@@ -153,7 +153,8 @@ def test_config_show_json_is_one_document(workdir: Path) -> None:
                           "policy", "ingest", "query", "forward", "logging"]
     assert data["node"] == {"ae_title": "GATEWAY"}
     assert data["listener"] == {"bind": "127.0.0.1", "port": 11113}
-    assert data["storage"] == {"data_dir": str(workdir / "var")}
+    assert data["storage"] == {"data_dir": str(workdir / "var"),
+                               "spool_dir": str(workdir / "var" / "spool")}
     assert data["database"]["url"] == "postgresql+psycopg://gw:***@db/gateway"
     assert data["anonymizer"]["max_sequence_depth"] == 64
     assert data["anonymizer"]["residual_phi_gate"] is True

@@ -579,3 +579,11 @@ def test_password_is_redacted_in_problem_lines(workdir: Path) -> None:
 
     assert "hunter2" not in problem
     assert 'got "mysql://gw:***@db/x"' in problem
+
+
+def test_spool_dir_defaults_to_data_dir_spool_and_resolves_against_it(workdir: Path) -> None:
+    assert load_config(None, {}).storage.spool_dir == workdir / "var" / "spool"
+    relative = load_config(None, {"DICOM_GATEWAY_STORAGE__SPOOL_DIR": "spool-node2"})
+    assert relative.storage.spool_dir == workdir / "var" / "spool-node2"
+    absolute = load_config(None, {"DICOM_GATEWAY_STORAGE__SPOOL_DIR": "/srv/node2/spool"})
+    assert absolute.storage.spool_dir == Path("/srv/node2/spool")
