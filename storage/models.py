@@ -295,7 +295,8 @@ class Instance(Base):
 class Peer(Base):
     """A remote AE: slug for people, AE title for the network (STYLE.md section 3).
 
-    ``scope`` says which studies it finds and retrieves (:class:`PeerScope`).
+    ``scope`` says which studies it finds and retrieves (:class:`PeerScope`);
+    the other columns are a destination's forwarding options (:mod:`storage.peers`).
     """
 
     __tablename__ = "peer"
@@ -319,6 +320,15 @@ class Peer(Base):
     tls: Mapped[bool] = mapped_column(Boolean, server_default=false())
     #: SHA-256 of the client certificate this peer must present (lower-case hex), or None
     certificate_sha256: Mapped[str | None] = mapped_column(String(64))
+    #: a destination's concurrent associations (jobs in ``sending``), across all nodes
+    max_associations: Mapped[int] = mapped_column(Integer, server_default="1")
+    #: a destination's retry policy; NULL: the ``[forward]`` default of that key
+    max_attempts: Mapped[int | None] = mapped_column(Integer)
+    first_delay_seconds: Mapped[int | None] = mapped_column(Integer)
+    backoff_multiplier: Mapped[int | None] = mapped_column(Integer)
+    max_delay_seconds: Mapped[int | None] = mapped_column(Integer)
+    #: ``stored`` (as stored, uncompressed as a fallback) or ``uncompressed`` (always)
+    transfer_syntax: Mapped[str] = mapped_column(String(16), server_default="stored")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 

@@ -5,7 +5,11 @@ ARCHITECTURE.md, peers and access: every remote AE is a peer with roles
 and ``destination`` (we send to it), optionally pinned to one address
 (RELIABILITY.md T02). A query or retrieve peer has a scope: ``all``,
 ``sent`` (the studies it sent; the default) or ``routed`` (the studies
-routed to it: those with a forward job to it). A peer
+routed to it: those with a forward job to it). A destination has
+forwarding options: how many associations it takes at once, its retry
+policy (each value ``None`` for the ``[forward]`` default) and the transfer
+syntax it is sent (``stored``, or ``uncompressed``: always Explicit VR
+Little Endian, decompressed). A peer
 has a lowercase slug for people and the database; its AE title is a field,
 not its name (STYLE.md section 3). Every value is checked here, with a
 message naming the field and the rule. A peer that a route sends to
@@ -32,14 +36,28 @@ from .schedule import check_schedule
 from .routes import routes_to
 
 __all__ = [
-    "PSEUDONYM_SPACES", "ROLES", "SCOPES", "PeerChanges", "add", "by_ae_title", "get",
-    "list_all", "remove", "update",
+    "LIMITS", "POLICY_FIELDS", "PSEUDONYM_SPACES", "ROLES", "SCOPES", "TRANSFER_SYNTAXES",
+    "PeerChanges", "add", "by_ae_title", "get", "list_all", "remove", "update",
 ]
 
 #: The roles a peer may have, in display order.
 ROLES: Final = ("source", "query", "retrieve", "destination")
 #: A destination's pseudonym space: the node's own, or one keyed for it alone.
 PSEUDONYM_SPACES: Final = ("shared", "own")
+#: A destination's transfer syntax: as stored (uncompressed as a fallback), or always
+#: Explicit VR Little Endian (decompressed when stored compressed).
+TRANSFER_SYNTAXES: Final = ("stored", "uncompressed")
+#: A destination's numeric options and their ranges (the policy's as in ``[forward]``).
+LIMITS: Final = {
+    "max_associations": (1, 64),
+    "max_attempts": (1, 1000),
+    "first_delay_seconds": (1, 86400),
+    "backoff_multiplier": (1, 10),
+    "max_delay_seconds": (1, 604800),
+}
+#: The retry policy's fields, each ``None`` for the ``[forward]`` default.
+POLICY_FIELDS: Final = ("max_attempts", "first_delay_seconds", "backoff_multiplier",
+                        "max_delay_seconds")
 #: The scopes a peer may have (:class:`~storage.models.PeerScope`).
 SCOPES: Final = tuple(scope.value for scope in PeerScope)
 
@@ -61,6 +79,12 @@ class PeerChanges(TypedDict, total=False):
     pseudonyms: str
     tls: bool
     certificate_sha256: str | None
+    max_associations: int
+    max_attempts: int | None
+    first_delay_seconds: int | None
+    backoff_multiplier: int | None
+    max_delay_seconds: int | None
+    transfer_syntax: str
 
 
 def _check_slug(slug: str) -> str:
@@ -144,6 +168,23 @@ def _check_fingerprint(value: str | None) -> str | None:
         raise StorageError("peer certificate: expected a SHA-256 fingerprint (64 hex digits, "
                            f"colons allowed), got {value!r}")
     return text
+def _check_number(field: str, value: int) -> int:
+    low, high = LIMITS[field]
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise StorageError(f"peer {field}: expected an integer {low}-{high}, got {value!r}")
+    return value
+
+
+def _check_optional(field: str, value: int | None) -> int | None:
+    """A retry policy value: ``None`` (the ``[forward]`` default) or within its range."""
+    return None if value is None else _check_number(field, value)
+
+
+def _check_transfer_syntax(value: str) -> str:
+    if value not in TRANSFER_SYNTAXES:
+        raise StorageError(f"peer transfer_syntax: expected one of "
+                           f"{', '.join(TRANSFER_SYNTAXES)}, got {value!r}")
+    return value
 
 
 def _record(row: Peer) -> PeerRecord:
@@ -153,6 +194,10 @@ def _record(row: Peer) -> PeerRecord:
         pinned_address=row.pinned_address, scope=PeerScope(row.scope), schedule=row.schedule,
         pseudonyms=row.pseudonyms, tls=bool(row.tls),
         certificate_sha256=row.certificate_sha256,
+        pseudonyms=row.pseudonyms, max_associations=row.max_associations,
+        max_attempts=row.max_attempts, first_delay_seconds=row.first_delay_seconds,
+        backoff_multiplier=row.backoff_multiplier, max_delay_seconds=row.max_delay_seconds,
+        transfer_syntax=row.transfer_syntax,
         created_at=row.created_at,
     )
 
@@ -191,6 +236,12 @@ def add(session: Session, peer: PeerRecord) -> PeerRecord:
         pinned_address=_check_address(peer.pinned_address), scope=_check_scope(peer.scope),
         schedule=check_schedule(peer.schedule), pseudonyms=_check_pseudonyms(peer.pseudonyms),
         tls=bool(peer.tls), certificate_sha256=_check_fingerprint(peer.certificate_sha256),
+        max_associations=_check_number("max_associations", peer.max_associations),
+        max_attempts=_check_optional("max_attempts", peer.max_attempts),
+        first_delay_seconds=_check_optional("first_delay_seconds", peer.first_delay_seconds),
+        backoff_multiplier=_check_optional("backoff_multiplier", peer.backoff_multiplier),
+        max_delay_seconds=_check_optional("max_delay_seconds", peer.max_delay_seconds),
+        transfer_syntax=_check_transfer_syntax(peer.transfer_syntax),
         created_at=datetime.now(UTC),
     )
     if _row(session, slug) is not None:
@@ -263,8 +314,9 @@ def update(session: Session, slug: str, /, **changes: Unpack[PeerChanges]) -> Pe
     **changes
         Any of ``ae_title``, ``host``, ``port``, ``roles``,
         ``pinned_address`` (``None`` unpins), ``scope``, ``schedule``,
-        ``pseudonyms``, ``tls``, ``certificate_sha256`` (``None`` unpins), checked
-        as in :func:`add`.
+        ``pseudonyms``, ``tls``, ``certificate_sha256`` (``None`` unpins),
+        ``max_associations``, the retry policy's fields (``None``: the
+        ``[forward]`` default) and ``transfer_syntax``, checked as in :func:`add`.
 
     Returns
     -------
@@ -307,5 +359,12 @@ def update(session: Session, slug: str, /, **changes: Unpack[PeerChanges]) -> Pe
         row.tls = bool(changes["tls"])
     if "certificate_sha256" in changes:
         row.certificate_sha256 = _check_fingerprint(changes["certificate_sha256"])
+    if "max_associations" in changes:
+        row.max_associations = _check_number("max_associations", changes["max_associations"])
+    for field in POLICY_FIELDS:
+        if field in changes:
+            setattr(row, field, _check_optional(field, changes.get(field)))
+    if "transfer_syntax" in changes:
+        row.transfer_syntax = _check_transfer_syntax(changes["transfer_syntax"])
     session.flush()
     return _record(row)

@@ -149,6 +149,12 @@ class PeerRecord:
     (:class:`~storage.models.PeerScope`); ``tls`` says the node connects to it
     over DICOM TLS, and ``certificate_sha256`` pins the client certificate it
     must present when it connects. ``created_at`` is set by the database.
+    (:class:`~storage.models.PeerScope`). A destination's forwarding options:
+    ``max_associations`` (jobs sent to it at once, across all nodes), its retry
+    policy (``max_attempts``, ``first_delay_seconds``, ``backoff_multiplier``,
+    ``max_delay_seconds``; ``None`` takes the ``[forward]`` default of that
+    key) and ``transfer_syntax`` (:data:`storage.peers.TRANSFER_SYNTAXES`).
+    ``created_at`` is set by the database.
     """
 
     slug: str
@@ -162,6 +168,12 @@ class PeerRecord:
     pseudonyms: str = "shared"
     tls: bool = False
     certificate_sha256: str | None = None
+    max_associations: int = 1
+    max_attempts: int | None = None
+    first_delay_seconds: int | None = None
+    backoff_multiplier: int | None = None
+    max_delay_seconds: int | None = None
+    transfer_syntax: str = "stored"
     created_at: datetime | None = None
 
 

@@ -82,6 +82,13 @@ INVALID: list[tuple[dict[str, object], str]] = [
                                      "retrieve, destination, got admin"),
     ({"roles": ()}, "peer roles: expected one or more of .*, got none"),
     ({"pinned_address": "clinic.example"}, "peer pinned_address: expected an IPv4 or IPv6"),
+    ({"max_associations": 0}, "peer max_associations: expected an integer 1-64, got 0"),
+    ({"max_attempts": 0}, "peer max_attempts: expected an integer 1-1000, got 0"),
+    ({"first_delay_seconds": -5}, "peer first_delay_seconds: expected an integer 1-86400"),
+    ({"backoff_multiplier": 11}, "peer backoff_multiplier: expected an integer 1-10, got 11"),
+    ({"max_delay_seconds": True}, "peer max_delay_seconds: expected an integer"),
+    ({"transfer_syntax": "jpeg"}, "peer transfer_syntax: expected one of stored, "
+                                  "uncompressed, got 'jpeg'"),
 ]
 
 
@@ -108,3 +115,29 @@ def test_update_checks_values_and_fields(engine: Engine) -> None:
         assert peers.get(session, "clinic-a") == peers.get(session, "clinic-a")
         current = peers.get(session, "clinic-a")
     assert current is not None and current.port == 104
+
+
+def test_destination_options_default_then_change_and_go_back(engine: Engine) -> None:
+    with session_scope(engine) as session:
+        added = peers.add(session, CLINIC)
+    assert (added.max_associations, added.max_attempts, added.first_delay_seconds,
+            added.backoff_multiplier, added.max_delay_seconds, added.transfer_syntax) == (
+        1, None, None, None, None, "stored")
+    with session_scope(engine) as session:
+        peers.update(session, "clinic-a", max_associations=4, max_attempts=3,
+                     first_delay_seconds=5, backoff_multiplier=3, max_delay_seconds=60,
+                     transfer_syntax="uncompressed")
+    with session_scope(engine, readonly=True) as session:
+        changed = peers.get(session, "clinic-a")
+    assert changed is not None and (
+        changed.max_associations, changed.max_attempts, changed.first_delay_seconds,
+        changed.backoff_multiplier, changed.max_delay_seconds, changed.transfer_syntax) == (
+        4, 3, 5, 3, 60, "uncompressed")
+    with session_scope(engine) as session:
+        with pytest.raises(StorageError, match="peer max_associations: expected"):
+            peers.update(session, "clinic-a", max_associations=65)
+        back = peers.update(session, "clinic-a", max_attempts=None, first_delay_seconds=None,
+                            backoff_multiplier=None, max_delay_seconds=None)
+    assert back is not None and (back.max_attempts, back.first_delay_seconds,
+                                 back.backoff_multiplier, back.max_delay_seconds,
+                                 back.max_associations) == (None, None, None, None, 4)
