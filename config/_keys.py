@@ -184,6 +184,7 @@ SPECS: dict[str, dict[str, Spec]] = {
             "int", "seconds, 0-86400", lambda v: check_int_range(v, 0, 86400)),
         "commit_timeout_seconds": Spec(
             "int", "seconds, 1-3600", lambda v: check_int_range(v, 1, 3600)),
+        "max_workers": Spec("int", "an integer 1-64", lambda v: check_int_range(v, 1, 64)),
     },
     "logging": {
         "level": Spec(

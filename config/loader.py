@@ -376,6 +376,7 @@ def _build(
             poll_seconds=values["forward.poll_seconds"],
             stable_after_seconds=values["forward.stable_after_seconds"],
             commit_timeout_seconds=values["forward.commit_timeout_seconds"],
+            max_workers=values["forward.max_workers"],
         ),
         logging=LoggingSettings(level=values["logging.level"].upper()),
         config_file=Path.cwd() / config_file if config_file else None,

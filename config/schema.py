@@ -159,11 +159,14 @@ class QuerySettings:
 
 @dataclass(frozen=True, slots=True)
 class ForwardSettings:
-    """``[forward]``: the forward queue's retry policy, leases, polling and confirmation.
+    """``[forward]``: the forward queue's default retry policy, leases, polling,
+    confirmation and threads.
 
     ``commit_timeout_seconds``: how long the forwarder waits for a Storage
     Commitment result (PS3.4 J.3) before it falls back to the next way of
-    confirming delivery (:mod:`gateway.confirm`).
+    confirming delivery (:mod:`gateway.confirm`). ``max_workers`` bounds the
+    associations one node's forwarder has open at once, over all destinations
+    (each destination also within its own ``max_associations``).
     """
 
     max_attempts: int
@@ -174,6 +177,7 @@ class ForwardSettings:
     poll_seconds: int
     stable_after_seconds: int
     commit_timeout_seconds: int
+    max_workers: int
 
 
 @dataclass(frozen=True, slots=True)

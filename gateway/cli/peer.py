@@ -5,8 +5,13 @@ option on failure (exit 2); an unknown slug exits 3; ``peer echo`` exits 4
 when the peer cannot be reached and 1 when it answers with anything but
 success. ``--scope`` says which studies a query or retrieve peer finds:
 ``all``, ``sent`` (the studies it sent; the default) or ``routed`` (the
-studies routed to it, i.e. with a forward job to it). Adding, changing and
-removing a peer are audited with the OS user as the actor.
+studies routed to it, i.e. with a forward job to it). A destination's
+forwarding options: ``--max-associations`` (jobs sent to it at once, over
+every node), its retry policy (``--max-attempts``, ``--first-delay``,
+``--backoff-multiplier``, ``--max-delay``; unset values, and all of them after
+``update --retry-default``, follow ``[forward]``) and ``--transfer-syntax``
+(``stored``, or ``uncompressed``: always Explicit VR Little Endian). Adding,
+changing and removing a peer are audited with the OS user as the actor.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ import ipaddress
 import json
 import re
 import socket
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 from pynetdicom import AE, evt
@@ -48,10 +54,16 @@ _OPTIONS = {
     "scope": "--scope",
     "schedule": "--schedule",
     "pseudonyms": "--pseudonyms",
+    "max_associations": "--max-associations",
+    "max_attempts": "--max-attempts",
+    "first_delay_seconds": "--first-delay",
+    "backoff_multiplier": "--backoff-multiplier",
+    "max_delay_seconds": "--max-delay",
+    "transfer_syntax": "--transfer-syntax",
 }
-_FIELD = re.compile(
-    r"^peer (slug|ae_title|host|port|roles|pinned_address|scope|schedule|pseudonyms):")
+_FIELD = re.compile(rf"^peer ({'|'.join(_OPTIONS)}):")
 _SPACE = click.Choice(peers.PSEUDONYM_SPACES)
+_Command = TypeVar("_Command", bound=Callable[..., Any])
 _SCOPE = click.Choice(peers.SCOPES)
 
 
@@ -75,6 +87,47 @@ def _port(value: str) -> int:
     if not 1 <= port <= 65535:
         raise UsageError(f"--port: expected an integer 1-65535, got {value!r}")
     return port
+
+
+def _number(field: str, value: str) -> int:
+    """An option of :data:`storage.peers.LIMITS` as an integer within its range."""
+    low, high = peers.LIMITS[field]
+    try:
+        number = int(value, 10)
+    except ValueError:
+        number = low - 1
+    if not low <= number <= high:
+        raise UsageError(f"{_OPTIONS[field]}: expected an integer {low}-{high}, got {value!r}")
+    return number
+
+
+def _destination_options(given: dict[str, str | None]) -> dict[str, int | str]:
+    """The forwarding options given (``field: text``), checked, as :class:`PeerRecord` fields."""
+    options: dict[str, int | str] = {
+        field: _number(field, text) for field, text in given.items()
+        if text is not None and field in peers.LIMITS}
+    if given.get("transfer_syntax") is not None:
+        options["transfer_syntax"] = str(given["transfer_syntax"])
+    return options
+
+
+def _with_destination_options(command: _Command) -> _Command:
+    """The options of a destination's forwarding (see the module docstring)."""
+    for name, field, meta, text in reversed([
+        ("--max-associations", "max_associations", "N",
+         "Jobs sent to this destination at once, over every node (default 1)."),
+        ("--max-attempts", "max_attempts", "N", "Attempts before a job fails ([forward])."),
+        ("--first-delay", "first_delay_seconds", "SECONDS",
+         "The wait after a first failed attempt ([forward])."),
+        ("--backoff-multiplier", "backoff_multiplier", "N",
+         "Each later wait is this many times the last ([forward])."),
+        ("--max-delay", "max_delay_seconds", "SECONDS",
+         "The longest wait between attempts ([forward])."),
+        ("--transfer-syntax", "transfer_syntax", "stored|uncompressed",
+         "Send as stored (uncompressed when not accepted), or always uncompressed."),
+    ]):
+        command = click.option(name, field, default=None, metavar=meta, help=text)(command)
+    return command
 
 
 def _roles(values: tuple[str, ...]) -> tuple[str, ...]:
@@ -118,6 +171,9 @@ def _as_dict(record: PeerRecord) -> dict[str, Any]:
         "pseudonyms": record.pseudonyms,
         "tls": record.tls,
         "certificate_sha256": record.certificate_sha256,
+        "max_associations": record.max_associations,
+        **{field: getattr(record, field) for field in peers.POLICY_FIELDS},
+        "transfer_syntax": record.transfer_syntax,
         "created_at": record.created_at.isoformat() if record.created_at else None,
     }
 
@@ -156,16 +212,18 @@ def _get(app: AppContext, slug: str) -> PeerRecord:
                    "time zone, e.g. '* 22-23,0-5 * * mon-fri Europe/Berlin'.")
 @click.option("--pseudonyms", type=_SPACE, default="shared", show_default=True,
               help="A destination's pseudonym space: the node's (shared) or its own.")
+@_with_destination_options
 @pass_app
 @translate_errors
-def add(app: AppContext, slug: str, ae_title: str, host: str, port_text: str,
+def add(app: AppContext, /, slug: str, ae_title: str, host: str, port_text: str,
         role_values: tuple[str, ...], pin_address: str | None, scope: str,
-        schedule: str, pseudonyms: str) -> None:
+        schedule: str, pseudonyms: str, **forwarding: str | None) -> None:
     """Register a peer under SLUG (lowercase letters, digits, dashes)."""
     wanted = PeerRecord(
         slug=slug, ae_title=ae_title, host=host, port=_port(port_text),
         roles=_roles(role_values), pinned_address=_address(pin_address),
         scope=PeerScope(scope), schedule=schedule, pseudonyms=pseudonyms,
+        **_destination_options(forwarding),  # type: ignore[arg-type]
     )
     node = node_app(app)
     try:
@@ -197,14 +255,23 @@ def add(app: AppContext, slug: str, ae_title: str, host: str, port_text: str,
               help="immediate, or five cron fields and a time zone (a destination's window).")
 @click.option("--pseudonyms", type=_SPACE, default=None,
               help="A destination's pseudonym space: shared or own.")
+@_with_destination_options
+@click.option("--retry-default", is_flag=True,
+              help="Follow [forward] again for the whole retry policy.")
 @pass_app
 @translate_errors
-def update(app: AppContext, slug: str, ae_title: str | None, host: str | None,
+def update(app: AppContext, /, slug: str, ae_title: str | None, host: str | None,
            port_text: str | None, role_values: tuple[str, ...], pin_address: str | None,
            unpin: bool, scope: str | None, schedule: str | None,
-           pseudonyms: str | None) -> None:
+           pseudonyms: str | None, retry_default: bool, **forwarding: str | None) -> None:
     """Change some of a peer's values (audited); exit 3 when there is none with SLUG."""
     changes: peers.PeerChanges = {}
+    options = _destination_options(forwarding)
+    if retry_default:
+        if given := [_OPTIONS[field] for field in peers.POLICY_FIELDS if field in options]:
+            raise UsageError(f"--retry-default and {', '.join(given)}: give one or the other")
+        options.update({field: None for field in peers.POLICY_FIELDS})  # type: ignore[misc]
+    changes.update(options)  # type: ignore[typeddict-item]
     if ae_title is not None:
         changes["ae_title"] = ae_title
     if host is not None:
@@ -225,7 +292,8 @@ def update(app: AppContext, slug: str, ae_title: str | None, host: str | None,
         changes["pseudonyms"] = pseudonyms
     if not changes:
         raise UsageError("nothing to change: give --ae-title, --host, --port, --role, "
-                         "--pin-address, --unpin, --scope, --schedule or --pseudonyms")
+                         "--pin-address, --unpin, --scope, --schedule, --pseudonyms, "
+                         "--max-associations, a retry option or --transfer-syntax")
     node = node_app(app)
     try:
         with session_scope(node.engine) as session:
@@ -282,7 +350,14 @@ def show(app: AppContext, slug: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    print_record(data)
+    forward = app.settings.forward
+    defaults = {"max_attempts": forward.max_attempts,
+                "first_delay_seconds": forward.first_delay_seconds,
+                "backoff_multiplier": forward.backoff_multiplier,
+                "max_delay_seconds": forward.max_delay_seconds}
+    print_record({key: f"{defaults[key]} ([forward] default)"
+                  if key in defaults and value is None else value
+                  for key, value in data.items()})
 
 
 @peer.command()

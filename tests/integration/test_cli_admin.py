@@ -153,6 +153,65 @@ def test_peer_add_bad_values_exit_2_naming_the_option(
     assert gw("peer", "list", "--json").stdout.strip() == "[]"
 
 
+def test_peer_forwarding_options_add_update_show_and_back_to_the_defaults(gw: Invoke) -> None:
+    added = _add(gw, "institute", "--role", "destination", "--max-associations", "3",
+                 "--max-attempts", "2", "--transfer-syntax", "uncompressed")
+    assert added.exit_code == OK, added.stderr
+    shown = json.loads(gw("peer", "show", "institute", "--json").stdout)
+    assert {key: shown[key] for key in ("max_associations", "max_attempts",
+                                        "first_delay_seconds", "backoff_multiplier",
+                                        "max_delay_seconds", "transfer_syntax")} == {
+        "max_associations": 3, "max_attempts": 2, "first_delay_seconds": None,
+        "backoff_multiplier": None, "max_delay_seconds": None,
+        "transfer_syntax": "uncompressed"}
+    updated = gw("peer", "update", "institute", "--first-delay", "5", "--backoff-multiplier",
+                 "3", "--max-delay", "120", "--transfer-syntax", "stored")
+    assert updated.exit_code == OK, updated.stderr
+    listed = json.loads(gw("peer", "list", "--json").stdout)[0]
+    assert (listed["max_attempts"], listed["first_delay_seconds"], listed["backoff_multiplier"],
+            listed["max_delay_seconds"], listed["transfer_syntax"]) == (2, 5, 3, 120, "stored")
+    text = gw("peer", "show", "institute").stdout
+    assert "max_attempts:" in text and "first_delay_seconds: 5" in " ".join(text.split())
+
+    both = gw("peer", "update", "institute", "--retry-default", "--max-attempts", "4")
+    assert both.exit_code == USAGE
+    assert _one_error_line(both).startswith("Error: --retry-default and --max-attempts")
+    back = gw("peer", "update", "institute", "--retry-default")
+    assert back.exit_code == OK, back.stderr
+    shown = json.loads(gw("peer", "show", "institute", "--json").stdout)
+    assert [shown[key] for key in ("max_attempts", "first_delay_seconds", "backoff_multiplier",
+                                   "max_delay_seconds")] == [None, None, None, None]
+    assert shown["max_associations"] == 3
+    text = gw("peer", "show", "institute").stdout
+    assert "10 ([forward] default)" in text  # max_attempts of the embedded default
+
+
+@pytest.mark.parametrize(
+    ("args", "option", "expected"),
+    [
+        (("--max-associations", "0"), "--max-associations", "an integer 1-64, got '0'"),
+        (("--max-associations", "many"), "--max-associations", "an integer 1-64"),
+        (("--max-attempts", "1001"), "--max-attempts", "an integer 1-1000, got '1001'"),
+        (("--first-delay", "-1"), "--first-delay", "an integer 1-86400"),
+        (("--backoff-multiplier", "1.5"), "--backoff-multiplier", "an integer 1-10"),
+        (("--max-delay", ""), "--max-delay", "an integer 1-604800"),
+        (("--transfer-syntax", "jpeg"), "--transfer-syntax",
+         "one of stored, uncompressed, got 'jpeg'"),
+    ],
+)
+def test_peer_forwarding_options_bad_values_exit_2_naming_the_option(
+    gw: Invoke, args: tuple[str, str], option: str, expected: str
+) -> None:
+    added = _add(gw, "institute", *args)
+    assert added.exit_code == USAGE
+    assert _one_error_line(added).startswith(f"Error: {option}: expected {expected}")
+    assert gw("peer", "list", "--json").stdout.strip() == "[]"
+    assert _add(gw, "institute").exit_code == OK
+    changed = gw("peer", "update", "institute", *args)
+    assert changed.exit_code == USAGE
+    assert _one_error_line(changed).startswith(f"Error: {option}: expected {expected}")
+
+
 def test_peer_add_duplicate_exit_2(gw: Invoke) -> None:
     assert _add(gw).exit_code == OK
     again = _add(gw, port="104")

@@ -307,6 +307,8 @@ ENV_CASES = [
     ("logging.level", "TRACE", '"TRACE"', "one of DEBUG, INFO, WARNING, ERROR"),
     ("forward.commit_timeout_seconds", "0", '"0"', "seconds, 1-3600"),
     ("forward.commit_timeout_seconds", "soon", '"soon"', "seconds, 1-3600"),
+    ("forward.max_workers", "0", '"0"', "an integer 1-64"),
+    ("forward.max_workers", "65", '"65"', "an integer 1-64"),
 ]
 
 
