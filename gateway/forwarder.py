@@ -1,33 +1,37 @@
 """The forwarder: send leased jobs of the forward queue to their destinations (PS3.4 B.2).
 
-ARCHITECTURE.md, routing and forwarding; durability contract 3. For each
-job :func:`run_due` leases (:func:`storage.jobs.claim_due`) it opens one
-association to the destination peer (its AE title, host and port; our AE
-title as calling AE; TCP_NODELAY), proposes each SOP class of the job with
-the stored transfer syntax first and Explicit/Implicit VR Little Endian
-after it, and sends the job's pending instances from the de-identified
-files, one C-STORE each:
+ARCHITECTURE.md, routing and forwarding; durability contract 3.
+:func:`run_due` leases due jobs (:func:`storage.jobs.claim_due`, which keeps
+each destination within its ``max_associations`` across all nodes) and
+sends them on up to ``forward.max_workers`` threads: several destinations
+in parallel, and one destination on as many associations as it allows. A
+thread that finished a job takes the destination's next due job and sends
+it on the same association (:class:`gateway.outbound.Link`, which also
+says which presentation contexts are proposed). Each job's pending
+instances are sent from the de-identified files, one C-STORE each:
 
 - 0x0000 and 0xBxxx (warning: coercion, elements discarded) count as
   delivered (PS3.4 B.2.3);
 - 0xA7xx (out of resources), no response, an aborted or refused
   association: the attempt stops and the job is retried after the back-off
-  of ``[forward]``; what was delivered stays delivered;
+  of the destination's retry policy (``[forward]`` for what it leaves
+  unset); what was delivered stays delivered;
 - 0xA9xx, 0xCxxx and any other failure: that instance is refused for good;
   the job fails once its other instances are through (a dead letter that
   ``queue retry`` can send again).
 
 Outcomes are committed every :data:`_COMMIT_EVERY` instances, so after a
 crash only the instances in flight are sent again (a destination keeps one
-copy per SOP Instance UID). A destination that does not accept the stored
-transfer syntax gets the instance decompressed to Explicit VR Little Endian
-(pydicom's pixel data handlers). After the last instance, delivery is
-confirmed on the same association (:mod:`gateway.confirm`): by Storage
-Commitment where the destination accepts it, else by an IMAGE-level C-FIND,
-else by the C-STORE statuses; the job records which (``confirmed_by``), and
-instances the destination does not confirm are sent again at the next
-attempt. Logs name the job, the study's remapped UID and the destination
-slug, never a patient.
+copy per SOP Instance UID). An instance the destination is not sent as
+stored (it does not accept the stored transfer syntax, or its
+``transfer_syntax`` is ``uncompressed``) is decompressed to Explicit VR
+Little Endian (pydicom's pixel data handlers). After the last instance,
+delivery is confirmed on the same association (:mod:`gateway.confirm`): by
+Storage Commitment where the destination accepts it, else by an IMAGE-level
+C-FIND, else by the C-STORE statuses; the job records which
+(``confirmed_by``), and instances the destination does not confirm are sent
+again at the next attempt. Logs name the job, the study's remapped UID and
+the destination slug, never a patient.
 """
 
 from __future__ import annotations
@@ -35,16 +39,16 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, build_context, evt
-from pynetdicom.association import Association
+from pynetdicom import AE
 from sqlalchemy.exc import SQLAlchemyError
 
 import storage.jobs as jobs
@@ -57,7 +61,7 @@ from storage.schedule import is_open
 
 from . import confirm
 from .app import App
-from .scp import set_tcp_nodelay
+from .outbound import UNCOMPRESSED, Link, make_ae
 
 __all__ = ["ForwardReport", "run_due", "send_job"]
 
@@ -67,7 +71,6 @@ logger = logging.getLogger(__name__)
 _COMMIT_EVERY = 16
 #: values larger than this stay on disk until written to the association
 _DEFER_BYTES = 1 << 20
-_UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 
 
 @dataclass(frozen=True)
@@ -87,73 +90,104 @@ def _owner() -> str:
     return f"{socket.gethostname()[:40]}:{os.getpid()}"
 
 
-def _policy(app: App) -> jobs.RetryPolicy:
+def _policy(app: App, peer: PeerRecord | None) -> jobs.RetryPolicy:
+    """The destination's retry policy; ``[forward]`` for each value it leaves unset."""
     forward = app.settings.forward
-    return jobs.RetryPolicy(forward.max_attempts, forward.first_delay_seconds,
-                            forward.backoff_multiplier, forward.max_delay_seconds)
+    if peer is None:
+        return jobs.RetryPolicy(forward.max_attempts, forward.first_delay_seconds,
+                                forward.backoff_multiplier, forward.max_delay_seconds)
+    return jobs.RetryPolicy(
+        forward.max_attempts if peer.max_attempts is None else peer.max_attempts,
+        (forward.first_delay_seconds if peer.first_delay_seconds is None
+         else peer.first_delay_seconds),
+        (forward.backoff_multiplier if peer.backoff_multiplier is None
+         else peer.backoff_multiplier),
+        forward.max_delay_seconds if peer.max_delay_seconds is None else peer.max_delay_seconds)
+
+
+class _Tally:
+    """What a pass did, and how many more jobs it may take (``limit``); shared by its threads."""
+
+    def __init__(self, limit: int | None) -> None:
+        self._lock = threading.Lock()
+        self._left = limit
+        self._counts = {"done": 0, "retried": 0, "failed": 0}
+
+    def take(self, wanted: int) -> int:
+        with self._lock:
+            granted = wanted if self._left is None else max(0, min(wanted, self._left))
+            if self._left is not None:
+                self._left -= granted
+            return granted
+
+    def give_back(self, unused: int) -> None:
+        with self._lock:
+            if self._left is not None:
+                self._left += unused
+
+    def count(self, record: jobs.JobRecord | None) -> None:
+        key = ("retried" if record is None or record.state is JobState.PENDING
+               else "done" if record.state is JobState.DONE else "failed")
+        with self._lock:
+            self._counts[key] += 1
+
+    def report(self) -> ForwardReport:
+        with self._lock:
+            return ForwardReport(**self._counts)
+
+
+def _claim(app: App, owner: str, now: datetime | None, wanted: int,
+           only: str | None = None) -> list[jobs.JobRecord]:
+    """Lease up to ``wanted`` due jobs of the destinations whose window is open now."""
+    moment = now or datetime.now(UTC)
+    with session_scope(app.engine) as session:
+        open_now = [peer.slug for peer in peers.list_all(session)
+                    if "destination" in peer.roles and is_open(peer.schedule, moment)
+                    and only in (None, peer.slug)]
+        return jobs.claim_due(session, owner, moment, app.settings.forward.lease_seconds,
+                              wanted, destinations=open_now)
+
+
+def _lane(app: App, ae: AE, job: jobs.JobRecord, owner: str, now: datetime | None,
+          tally: _Tally) -> None:
+    """Send ``job``, then the destination's next due jobs, on one association while there are."""
+    link = Link(app, ae)
+    try:
+        while True:
+            tally.count(send_job(app, job, owner, link=link))
+            if not tally.take(1):
+                return
+            claimed = _claim(app, owner, now, 1, only=job.destination)
+            if not claimed:
+                tally.give_back(1)
+                return
+            job = claimed[0]
+    finally:
+        link.close()
 
 
 def run_due(app: App, limit: int | None = None, *, now: datetime | None = None) -> ForwardReport:
-    """Lease and send due jobs one after another until none is due (or ``limit`` were sent).
+    """Lease and send due jobs until none is due (or ``limit`` were sent); see the docstring.
 
     Only jobs whose destination's schedule is open at ``now`` are taken
-    (:mod:`storage.schedule`); the others wait, attempts untouched.
+    (:mod:`storage.schedule`); the others wait, attempts untouched. At most
+    ``forward.max_workers`` associations are open at once.
     """
-    owner = _owner()
-    report = ForwardReport()
-    while limit is None or report.total < limit:
-        moment = now or datetime.now(UTC)
-        with session_scope(app.engine) as session:
-            open_now = [peer.slug for peer in peers.list_all(session)
-                        if "destination" in peer.roles and is_open(peer.schedule, moment)]
-            claimed = jobs.claim_due(session, owner, moment, app.settings.forward.lease_seconds,
-                                     destinations=open_now)
-        if not claimed:
-            break
-        record = send_job(app, claimed[0], owner)
-        if record is None or record.state is JobState.PENDING:
-            report = ForwardReport(report.done, report.retried + 1, report.failed)
-        elif record.state is JobState.DONE:
-            report = ForwardReport(report.done + 1, report.retried, report.failed)
-        else:
-            report = ForwardReport(report.done, report.retried, report.failed + 1)
-    return report
-
-
-def _contexts(items: list[jobs.ItemToSend]) -> list[tuple[str, list[str]]]:
-    """The presentation contexts to propose (PS3.8 9.3.2.2): one per acceptor's choice.
-
-    An acceptor accepts one transfer syntax per context, so each (SOP class,
-    stored transfer syntax) gets a context of its own, and each SOP class one
-    more with the uncompressed syntaxes, for what the destination will not
-    take as stored (sent decompressed).
-    """
-    proposed: list[tuple[str, list[str]]] = []
-    for item in items:
-        for syntaxes in ([item.transfer_syntax_uid], [str(ts) for ts in _UNCOMPRESSED]):
-            if (item.sop_class_uid, syntaxes) not in proposed:
-                proposed.append((item.sop_class_uid, syntaxes))
-    return proposed
-
-
-def _associate(app: App, peer: PeerRecord | None, peer_slug: str,
-               items: list[jobs.ItemToSend]) -> Association | str:
-    if peer is None or "destination" not in peer.roles:
-        return f"destination {peer_slug!r} is not a registered peer with the destination role"
-    ae = AE(ae_title=app.settings.node.ae_title)
-    limits = app.settings.limits
-    ae.acse_timeout, ae.dimse_timeout = limits.acse_timeout, limits.dimse_timeout
-    ae.network_timeout = limits.network_timeout
-    confirming = confirm.contexts()
-    ae.requested_contexts = [build_context(sop_class, syntaxes) for sop_class, syntaxes
-                             in _contexts(items)[:128 - len(confirming)]] + confirming
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, max_pdu=limits.max_pdu,
-                         evt_handlers=[(evt.EVT_CONN_OPEN, set_tcp_nodelay),
-                                       *confirm.event_handlers(app, peer_slug)])
-    if not assoc.is_established:
-        return (f"association with {peer_slug} ({peer.host}:{peer.port}) "
-                f"{'rejected' if assoc.is_rejected else 'failed'}")
-    return assoc
+    owner, tally, ae = _owner(), _Tally(limit), make_ae(app)
+    workers = app.settings.forward.max_workers
+    running: set[Future[None]] = set()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="forward") as pool:
+        while True:
+            wanted = tally.take(workers - len(running))
+            claimed = _claim(app, owner, now, wanted) if wanted else []
+            tally.give_back(wanted - len(claimed))
+            running |= {pool.submit(_lane, app, ae, job, owner, now, tally) for job in claimed}
+            if not running:
+                break
+            finished, running = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                future.result()  # a bug in a lane is not swallowed
+    return tally.report()
 
 
 def _dataset(app: App, item: jobs.ItemToSend, accepted: set[tuple[str, str]],
@@ -161,7 +195,8 @@ def _dataset(app: App, item: jobs.ItemToSend, accepted: set[tuple[str, str]],
     """The stored file itself when it can go as stored, else a decoded (re-keyed) copy.
 
     A path is sent as the file's bytes, never decoded (pynetdicom's
-    ``STORE_SEND_CHUNKED_DATASET``, set in :mod:`gateway.app`). For a
+    ``STORE_SEND_CHUNKED_DATASET``, set in :mod:`gateway.app`). A copy is
+    decompressed when the stored transfer syntax was not accepted. For a
     destination with a pseudonym space of its own (``space``), the stored,
     de-identified instance goes through the de-identification engine again
     with that destination's keys: patient ID and name, dates and every
@@ -177,33 +212,41 @@ def _dataset(app: App, item: jobs.ItemToSend, accepted: set[tuple[str, str]],
         ds = anonymize(ds, app.rekey_profile, space).dataset
     if ((item.sop_class_uid, item.transfer_syntax_uid) not in accepted
             and ds.file_meta.TransferSyntaxUID.is_compressed):
-        ds.decompress()  # to Explicit VR Little Endian, through pydicom's pixel data handlers
+        # to Explicit VR Little Endian, through pydicom's pixel data handlers; the same
+        # instance in another transfer syntax keeps its SOP Instance UID (pydicom's default
+        # would make a new one, and the destination would hold the instance twice)
+        ds.decompress(generate_instance_uid=False)
     return ds
 
 
-def send_job(app: App, job: jobs.JobRecord, owner: str) -> jobs.JobRecord | None:
-    """Send one leased job's pending instances; close the attempt (see the module docstring)."""
+def send_job(app: App, job: jobs.JobRecord, owner: str, *,
+             link: Link | None = None) -> jobs.JobRecord | None:
+    """Send one leased job's pending instances; close the attempt (see the module docstring).
+
+    On ``link`` (its association is used again when it fits, and left open
+    unless the attempt failed); without it, on an association of its own.
+    """
     started = time.monotonic()
-    policy = _policy(app)
     with session_scope(app.engine, readonly=True) as session:
         items = jobs.items_to_send(session, job.id)
         peer = peers.get(session, job.destination)
+    policy = _policy(app, peer)
+    own_link = link is None
+    link = Link(app, make_ae(app)) if link is None else link
     space = (app.destination_space(job.destination)
              if peer is not None and peer.pseudonyms == "own" else None)
     error = ""
     confirmed = confirm.Confirmation(confirm.C_STORE_STATUS)
     pending: list[tuple[str, ItemState, int | None]] = []
-    connected = _associate(app, peer, job.destination, items) if items else None
+    connected = link.open(peer, job.destination, items) if items else None
     if isinstance(connected, str):
         error = connected
     elif connected is not None:
-        assoc = connected
-        accepted = {(str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
-                    for cx in assoc.accepted_contexts}
+        assoc, accepted = connected, link.accepted
         try:
             for item in items:
                 if (item.sop_class_uid, item.transfer_syntax_uid) not in accepted and not any(
-                        (item.sop_class_uid, str(ts)) in accepted for ts in _UNCOMPRESSED):
+                        (item.sop_class_uid, ts) in accepted for ts in UNCOMPRESSED):
                     pending.append((item.sop_instance_uid, ItemState.FAILED, None))
                     continue
                 try:
@@ -236,8 +279,8 @@ def send_job(app: App, job: jobs.JobRecord, owner: str) -> jobs.JobRecord | None
         except (OSError, ValueError, RuntimeError) as exc:
             error = f"sending failed ({type(exc).__name__}: {str(exc)[:160]})"
         finally:
-            if assoc.is_established:
-                assoc.release()
+            if error or own_link:
+                link.close()
     try:
         _record(app, job.id, pending)
         with session_scope(app.engine) as session:

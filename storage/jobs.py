@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from .db import dialect_of
 from .errors import StorageError
-from .models import Instance, Series, Study, StudyState
+from .models import Instance, Peer, Series, Study, StudyState
 from .queue_models import OPEN_STATES, ForwardItem, ForwardJob, ItemState, JobKind, JobState
 
 __all__ = ["ItemToSend", "JobRecord", "RetryPolicy", "cancel", "claim_due", "enqueue", "finish",
@@ -153,17 +153,36 @@ def claim_due(session: Session, owner: str, now: datetime, lease_seconds: int,
 
     With ``destinations``, only jobs for those (the destinations whose window
     is open now) are taken; the others stay pending, their attempts untouched.
+    A destination never has more than its ``peer.max_associations`` jobs
+    ``sending`` under an unexpired lease, across all forwarders and nodes: on
+    PostgreSQL its peer row is locked ``FOR UPDATE SKIP LOCKED`` while its
+    jobs are counted and claimed (a forwarder that finds it locked leaves that
+    destination to the one claiming for it), and on SQLite the write
+    transaction serialises the claims. A job whose destination is not a
+    registered peer counts as having one association (it fails when sent).
+    Destinations are served in the order of their most urgent due job.
     """
     due = or_(and_(ForwardJob.state == JobState.PENDING, ForwardJob.next_attempt_at <= now),
               and_(ForwardJob.state == JobState.SENDING, ForwardJob.lease_expires_at < now))
     if destinations is not None:
         due = and_(due, ForwardJob.destination.in_(list(destinations)))
-    candidates = (select(ForwardJob).where(due)
-                  .order_by(ForwardJob.priority.desc(), ForwardJob.next_attempt_at,
-                            ForwardJob.id).limit(limit))
-    if dialect_of(session) == "postgresql":
-        candidates = candidates.with_for_update(skip_locked=True)
-    jobs = list(session.scalars(candidates))
+    postgresql = dialect_of(session) == "postgresql"
+    waiting = list(session.scalars(
+        select(ForwardJob.destination).where(due).group_by(ForwardJob.destination)
+        .order_by(func.max(ForwardJob.priority).desc(), func.min(ForwardJob.next_attempt_at),
+                  func.min(ForwardJob.id))))
+    free = _free_associations(session, waiting, now, postgresql)
+    jobs: list[ForwardJob] = []
+    for destination in waiting:
+        wanted = min(free.get(destination, 0), limit - len(jobs))
+        if wanted <= 0:
+            continue
+        candidates = (select(ForwardJob).where(due, ForwardJob.destination == destination)
+                      .order_by(ForwardJob.priority.desc(), ForwardJob.next_attempt_at,
+                                ForwardJob.id).limit(wanted))
+        if postgresql:
+            candidates = candidates.with_for_update(skip_locked=True)
+        jobs += session.scalars(candidates)
     for job in jobs:
         job.state = JobState.SENDING
         job.lease_owner = owner
@@ -172,6 +191,27 @@ def claim_due(session: Session, owner: str, now: datetime, lease_seconds: int,
         job.updated_at = now
     session.flush()
     return [_record(session, job) for job in jobs]
+
+
+def _free_associations(session: Session, destinations: list[str], now: datetime,
+                       postgresql: bool) -> dict[str, int]:
+    """How many more jobs each destination may have ``sending``, its peer row locked."""
+    if not destinations:
+        return {}
+    limits = select(Peer.slug, Peer.max_associations).where(Peer.slug.in_(destinations))
+    if postgresql:
+        limits = limits.with_for_update(skip_locked=True)
+    allowed = {str(slug): int(most) for slug, most in session.execute(limits)}
+    known = set(session.scalars(select(Peer.slug).where(Peer.slug.in_(destinations))))
+    for destination in destinations:
+        if destination not in known:
+            allowed[destination] = 1
+    busy = {str(slug): int(count) for slug, count in session.execute(
+        select(ForwardJob.destination, func.count())
+        .where(ForwardJob.destination.in_(list(allowed)),
+               ForwardJob.state == JobState.SENDING, ForwardJob.lease_expires_at >= now)
+        .group_by(ForwardJob.destination))}
+    return {slug: most - busy.get(slug, 0) for slug, most in allowed.items()}
 
 
 def items_to_send(session: Session, job_id: int) -> list[ItemToSend]:
@@ -187,10 +227,16 @@ def items_to_send(session: Session, job_id: int) -> list[ItemToSend]:
 
 def record_items(session: Session, job_id: int,
                  outcomes: Iterable[tuple[str, ItemState, int | None]]) -> None:
-    """Keep each instance's outcome: ``(sop_instance_uid, state, DICOM status)``."""
+    """Keep each instance's outcome: ``(sop_instance_uid, state, DICOM status)``.
+
+    One UPDATE per distinct (state, status), usually one for a whole batch.
+    """
+    by_outcome: dict[tuple[ItemState, int | None], list[str]] = {}
     for sop_instance_uid, state, status in outcomes:
+        by_outcome.setdefault((state, status), []).append(sop_instance_uid)
+    for (state, status), uids in by_outcome.items():
         session.execute(update(ForwardItem).where(
-            ForwardItem.job_fk == job_id, ForwardItem.sop_instance_uid == sop_instance_uid)
+            ForwardItem.job_fk == job_id, ForwardItem.sop_instance_uid.in_(uids))
             .values(state=state, status=status))
 
 
