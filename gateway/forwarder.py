@@ -71,6 +71,9 @@ logger = logging.getLogger(__name__)
 _COMMIT_EVERY = 16
 #: values larger than this stay on disk until written to the association
 _DEFER_BYTES = 1 << 20
+#: consecutive jobs one thread sends to its destination before the next pass picks again
+#: by urgency over all destinations (so a long queue of one destination starves no other)
+_JOBS_PER_LANE = 16
 
 
 @dataclass(frozen=True)
@@ -150,13 +153,19 @@ def _claim(app: App, owner: str, now: datetime | None, wanted: int,
 
 def _lane(app: App, ae: AE, job: jobs.JobRecord, owner: str, now: datetime | None,
           tally: _Tally) -> None:
-    """Send ``job``, then the destination's next due jobs, on one association while there are."""
+    """Send ``job``, then the destination's next due jobs on the same association.
+
+    At most :data:`_JOBS_PER_LANE` jobs, while the pass's ``limit`` allows and
+    until an attempt fails (to be retried).
+    """
     link = Link(app, ae)
     try:
-        while True:
-            tally.count(send_job(app, job, owner, link=link))
-            if not tally.take(1):
-                return
+        for sent in range(1, _JOBS_PER_LANE + 1):
+            closed = send_job(app, job, owner, link=link)
+            tally.count(closed)
+            if (sent == _JOBS_PER_LANE or closed is None or closed.state is JobState.PENDING
+                    or not tally.take(1)):
+                return  # done, or the destination is failing: its next job waits for a pass
             claimed = _claim(app, owner, now, 1, only=job.destination)
             if not claimed:
                 tally.give_back(1)
@@ -184,7 +193,9 @@ def run_due(app: App, limit: int | None = None, *, now: datetime | None = None) 
             running |= {pool.submit(_lane, app, ae, job, owner, now, tally) for job in claimed}
             if not running:
                 break
-            finished, running = wait(running, return_when=FIRST_COMPLETED)
+            # a free thread looks again after a poll interval: jobs that fell due meanwhile
+            finished, running = wait(running, timeout=app.settings.forward.poll_seconds,
+                                     return_when=FIRST_COMPLETED)
             for future in finished:
                 future.result()  # a bug in a lane is not swallowed
     return tally.report()
