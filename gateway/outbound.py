@@ -39,6 +39,7 @@ from storage.records import PeerRecord
 from . import confirm
 from .app import App
 from .scp import set_tcp_nodelay
+from .tls import close_transport, tls_args
 
 __all__ = ["UNCOMPRESSED", "Link", "contexts", "make_ae"]
 
@@ -105,10 +106,11 @@ class Link:
         assoc = self._ae.associate(
             peer.host, peer.port, ae_title=peer.ae_title, max_pdu=self._app.settings.limits.max_pdu,
             contexts=[build_context(sop_class, list(syntaxes)) for sop_class, syntaxes in proposed]
-            + confirming,
+            + confirming, tls_args=tls_args(self._app.settings.tls, peer),
             evt_handlers=[(evt.EVT_CONN_OPEN, set_tcp_nodelay),
                           *confirm.event_handlers(self._app, slug)])
         if not assoc.is_established:
+            close_transport(assoc)
             return (f"association with {slug} ({peer.host}:{peer.port}) "
                     f"{'rejected' if assoc.is_rejected else 'failed'}")
         self._assoc, self._address, self._proposed = assoc, address, proposed
