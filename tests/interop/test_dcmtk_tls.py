@@ -7,11 +7,13 @@ node's too. ``+tls KEY CERT`` presents a client certificate, ``+tla`` none;
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -84,3 +86,47 @@ def test_a_plain_client_on_the_tls_port_and_a_missing_certificate_fail_cleanly(
     wait_until(lambda: node.log.read_text().count("tls handshake refused") >= 2, timeout=20,
                what="both refusals logged by the node")
     assert node.process.poll() is None
+
+
+def test_forwarding_to_a_tls_destination(serve: Callable[..., ServedNode],
+                                        cli: Callable[..., Any], tmp_path: Path) -> None:
+    """DCMTK storescp +tls as the destination: the node connects with TLS and its certificate."""
+    pki = make_pki(tmp_path / "pki")
+    folder = tmp_path / "received"
+    folder.mkdir()
+    port = free_port()
+    sink = subprocess.Popen(
+        [require_tool("storescp", "dcmtk"), "-aet", "SINK", "-od", str(folder),
+         "+tls", str(pki.server.private_key), str(pki.server.certificate), "-pw",
+         "+cf", str(pki.ca), str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=DCMTK_ENV)
+    try:
+        wait_until(lambda: _echo(port, ["-aec", "SINK", *_tls_args(pki, True)]).returncode == 0,
+                   timeout=30, what="storescp answers a TLS C-ECHO")
+        node, _ = _tls_node(serve, pki, require=False)
+
+        def gw(*args: str) -> Any:
+            return cli(*args, DICOM_GATEWAY_DATABASE__URL=node.database_url,
+                       DICOM_GATEWAY_STORAGE__DATA_DIR=str(node.data_dir),
+                       DICOM_GATEWAY_TLS__CERTIFICATE=str(pki.server.certificate),
+                       DICOM_GATEWAY_TLS__PRIVATE_KEY=str(pki.server.private_key),
+                       DICOM_GATEWAY_TLS__CA_CERTIFICATES=str(pki.ca))
+
+        assert gw("peer", "add", "sink", "--ae-title", "SINK", "--host", "127.0.0.1",
+                  "--port", str(port), "--role", "destination").exit_code == 0
+        assert gw("peer", "tls", "sink", "--connect").exit_code == 0
+        study = make_clinic_study(tmp_path / "study", series=1, per_series=6, jpeg=False)
+        run = subprocess.run(
+            [require_tool("storescu", "dcmtk"), "-aet", "CLINIC", "-aec", "GATEWAY", "+sd",
+             "127.0.0.1", str(node.port), str(study.root)],
+            capture_output=True, text=True, env=DCMTK_ENV, check=False, timeout=120)
+        assert run.returncode == 0, run.stdout + run.stderr
+        wait_until(lambda: _indexed(node.database_url) == 6, timeout=120, what="6 indexed")
+        uid = json.loads(gw("study", "list", "--json").stdout)[0]["study_instance_uid"]
+        queued = gw("study", "forward", uid, "--to", "sink", "--now")
+        assert queued.exit_code == 0, queued.output
+        wait_until(lambda: len([p for p in folder.iterdir() if p.is_file()]) == 6, timeout=120,
+                   what="6 instances received by storescp over TLS")
+    finally:
+        sink.terminate()
+        sink.wait(20)
