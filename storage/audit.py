@@ -6,24 +6,80 @@ same transaction as the change it describes. Times are UTC (T30). The
 ``detail`` text never holds PHI (ARCHITECTURE.md, privacy model): quote
 remapped UIDs, pseudonyms and peer slugs only. This module offers no update
 and no delete.
+
+Records can also leave the database: :func:`subscribe` registers a sink for
+one engine, and every record reaches it once the transaction that wrote it
+has committed (a rolled-back record never does). The gateway uses this for
+its optional syslog copy (PS3.15 A.5, :mod:`gateway.auditlog`); a sink runs
+in the committing thread and must not raise.
 """
 
 from __future__ import annotations
 
+import logging
+import weakref
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Final
 
-from sqlalchemy import select
+from sqlalchemy import Engine, event as sa_event, select
 from sqlalchemy.orm import Session
 
 from .errors import StorageError
 from .models import SHORT, UID, AuditEntry, AuditOutcome
 from .records import AuditEvent
 
-__all__ = ["DEFAULT_LIMIT", "list_events", "record"]
+__all__ = ["DEFAULT_LIMIT", "Sink", "list_events", "record", "subscribe", "unsubscribe"]
+
+logger = logging.getLogger(__name__)
 
 #: How many events ``list_events`` returns unless told otherwise.
 DEFAULT_LIMIT: Final = 1000
+
+#: What receives committed records (see the module docstring).
+Sink = Callable[[AuditEvent], None]
+
+#: the session.info key under which records wait for their commit
+_PENDING: Final = "storage.audit.pending"
+_SINKS: weakref.WeakKeyDictionary[Engine, list[Sink]] = weakref.WeakKeyDictionary()
+
+
+def subscribe(engine: Engine, sink: Sink) -> None:
+    """Have ``sink`` receive every record committed through ``engine`` from now on."""
+    _SINKS.setdefault(engine, []).append(sink)
+
+
+def unsubscribe(engine: Engine, sink: Sink) -> None:
+    """Stop sending records to ``sink`` (no error when it was not subscribed)."""
+    sinks = _SINKS.get(engine, [])
+    if sink in sinks:
+        sinks.remove(sink)
+
+
+def _engine_of(session: Session) -> Engine | None:
+    bind = session.get_bind()
+    engine = bind if isinstance(bind, Engine) else getattr(bind, "engine", None)
+    # an engine with execution options (a read-only session) stands for its own engine
+    return getattr(engine, "_proxied", engine)
+
+
+@sa_event.listens_for(Session, "after_commit")
+def _publish(session: Session) -> None:
+    pending: list[AuditEvent] = session.info.pop(_PENDING, [])
+    if not pending:
+        return
+    engine = _engine_of(session)
+    for sink in list(_SINKS.get(engine, [])) if engine is not None else []:
+        for item in pending:
+            try:
+                sink(item)
+            except Exception:  # noqa: BLE001 - a sink never undoes a committed record
+                logger.exception("audit sink failed event=%s", item.event)
+
+
+@sa_event.listens_for(Session, "after_soft_rollback")
+def _discard(session: Session, _previous: object) -> None:
+    session.info.pop(_PENDING, None)
 
 
 def record(
@@ -71,11 +127,20 @@ def record(
         raise StorageError(
             f"audit outcome: expected success or failure, got {outcome!r}"
         ) from None
-    session.add(AuditEntry(
+    row = AuditEntry(
         at=datetime.now(UTC), event=event, actor=actor, outcome=result,
         study_instance_uid=study_instance_uid, detail=detail,
-    ))
+    )
+    session.add(row)
     session.flush()
+    session.info.setdefault(_PENDING, []).append(_event(row))
+
+
+def _event(row: AuditEntry) -> AuditEvent:
+    return AuditEvent(
+        id=row.id, at=row.at, event=row.event, actor=row.actor, outcome=row.outcome,
+        study_instance_uid=row.study_instance_uid, detail=row.detail,
+    )
 
 
 def list_events(
@@ -83,6 +148,8 @@ def list_events(
     since: datetime | None = None,
     event: str | None = None,
     limit: int = DEFAULT_LIMIT,
+    *,
+    newest: bool = False,
 ) -> list[AuditEvent]:
     """List audit records in the order they were written.
 
@@ -95,7 +162,10 @@ def list_events(
     event : str | None
         Only records of this event.
     limit : int
-        At most this many (the oldest matching ones).
+        At most this many: the oldest matching ones, or with ``newest`` the
+        most recent ones (still listed oldest first).
+    newest : bool
+        Keep the most recent ``limit`` records instead of the oldest.
 
     Returns
     -------
@@ -110,11 +180,6 @@ def list_events(
         query = query.where(AuditEntry.at >= since)
     if event is not None:
         query = query.where(AuditEntry.event == event)
-    rows = session.execute(query.order_by(AuditEntry.id).limit(limit)).scalars()
-    return [
-        AuditEvent(
-            id=row.id, at=row.at, event=row.event, actor=row.actor, outcome=row.outcome,
-            study_instance_uid=row.study_instance_uid, detail=row.detail,
-        )
-        for row in rows
-    ]
+    order = AuditEntry.id.desc() if newest else AuditEntry.id
+    found = [_event(row) for row in session.execute(query.order_by(order).limit(limit)).scalars()]
+    return found[::-1] if newest else found

@@ -1,4 +1,4 @@
-"""The audit trail on SQLite and PostgreSQL: append, filter, UTC times (RELIABILITY.md I5)."""
+"""The audit trail on SQLite and PostgreSQL: append, filter, UTC times, sinks (I5)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from storage import audit
 from storage.db import session_scope
 from storage.errors import StorageError
 from storage.models import AuditOutcome
+from storage.records import AuditEvent
 
 
 def test_records_are_appended_in_order(engine: Engine) -> None:
@@ -65,3 +66,52 @@ def test_invalid_records_are_refused(engine: Engine) -> None:
             with pytest.raises(StorageError, match=message):
                 audit.record(session, event, actor, outcome)
         assert audit.list_events(session) == []
+
+
+def test_newest_keeps_the_most_recent_in_order(engine: Engine) -> None:
+    with session_scope(engine) as session:
+        for n in range(5):
+            audit.record(session, "store", f"AE{n}", "success")
+    with session_scope(engine, readonly=True) as session:
+        assert [e.actor for e in audit.list_events(session, limit=2, newest=True)] == [
+            "AE3", "AE4"]
+
+
+def test_sinks_receive_committed_records_only(engine: Engine) -> None:
+    received: list[AuditEvent] = []
+    audit.subscribe(engine, received.append)
+    try:
+        with session_scope(engine) as session:
+            audit.record(session, "reidentify", "admin", "success", study_instance_uid="2.25.7")
+            audit.record(session, "study-delete", "admin", "success")
+            assert received == []  # not before the commit
+        with pytest.raises(RuntimeError):
+            with session_scope(engine) as session:
+                audit.record(session, "study-delete", "admin", "success")
+                raise RuntimeError("rolled back")
+        with session_scope(engine) as session:  # a later transaction sends only its own
+            audit.record(session, "find", "VIEWER", "failure", detail="status=0xA900")
+    finally:
+        audit.unsubscribe(engine, received.append)
+    assert [(e.event, e.actor, e.outcome) for e in received] == [
+        ("reidentify", "admin", AuditOutcome.SUCCESS),
+        ("study-delete", "admin", AuditOutcome.SUCCESS),
+        ("find", "VIEWER", AuditOutcome.FAILURE),
+    ]
+    assert received[0].study_instance_uid == "2.25.7" and received[0].id > 0
+    with session_scope(engine, readonly=True) as session:
+        assert [e.id for e in audit.list_events(session)] == [e.id for e in received]
+
+
+def test_a_failing_sink_never_undoes_the_record(engine: Engine) -> None:
+    def broken(_item: AuditEvent) -> None:
+        raise OSError("collector away")
+
+    audit.subscribe(engine, broken)
+    try:
+        with session_scope(engine) as session:
+            audit.record(session, "node-start", "GATEWAY", "success")
+    finally:
+        audit.unsubscribe(engine, broken)
+    with session_scope(engine, readonly=True) as session:
+        assert [e.event for e in audit.list_events(session)] == ["node-start"]
