@@ -26,6 +26,7 @@ __all__ = [
     "check_path",
     "check_private_creator",
     "check_pseudonym_prefix",
+    "check_syslog_url",
     "check_uid",
 ]
 
@@ -36,6 +37,7 @@ _UID_COMPONENT = re.compile(r"0|[1-9][0-9]*")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PSEUDONYM_PREFIX = re.compile(r"[A-Z0-9]{1,8}")
 _DATABASE_SCHEMES = ("sqlite://", "postgresql+psycopg://")
+_SYSLOG_URL = re.compile(r"udp://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(?P<port>[0-9]{1,5})")
 
 
 def _quote(value: str) -> str:
@@ -212,6 +214,24 @@ def check_path(value: str) -> Check:
 def check_optional_path(value: str) -> Check:
     """Check a path that may be left empty (``""``: not configured)."""
     return check_path(value) if value else _OK
+
+
+def check_syslog_url(value: str) -> Check:
+    """Check an audit syslog target: empty (off) or ``udp://HOST:PORT`` (RFC 5426).
+
+    Returns
+    -------
+    tuple[bool, str]
+        ``(True, "")`` for ``""`` or a UDP URL with a host and a port 1-65535.
+    """
+    if value == "":
+        return _OK
+    found = _SYSLOG_URL.fullmatch(value)
+    if found is None:
+        return False, ""
+    if not 1 <= int(found["port"]) <= 65535:
+        return False, "the port is outside 1-65535"
+    return _OK
 
 
 def check_database_url(value: str) -> Check:

@@ -33,6 +33,7 @@ from ._checks import (
     check_path,
     check_private_creator,
     check_pseudonym_prefix,
+    check_syslog_url,
     check_uid,
 )
 from .schema import ANONYMIZER_OPTIONS, redact_url
@@ -185,6 +186,20 @@ SPECS: dict[str, dict[str, Spec]] = {
         "commit_timeout_seconds": Spec(
             "int", "seconds, 1-3600", lambda v: check_int_range(v, 1, 3600)),
         "max_workers": Spec("int", "an integer 1-64", lambda v: check_int_range(v, 1, 64)),
+    },
+    "audit": {
+        "syslog": Spec("str", '"" (off) or udp://HOST:PORT', check_syslog_url),
+    },
+    "status": {
+        "min_free_disk_mb": Spec(
+            "int", "megabytes, 0-1048576", lambda v: check_int_range(v, 0, 1048576)),
+        "max_failed_jobs": Spec(
+            "int", "an integer 0-1000000", lambda v: check_int_range(v, 0, 1000000)),
+        "max_pending_age_seconds": Spec(
+            "int", "seconds, 0-31536000 (0: no limit)", lambda v: check_int_range(v, 0, 31536000)),
+        "max_spool_depth": Spec(
+            "int", "an integer 0-100000000 (0: no limit)",
+            lambda v: check_int_range(v, 0, 100000000)),
     },
     "logging": {
         "level": Spec(

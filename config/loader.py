@@ -25,6 +25,7 @@ from ._keys import LOG_LEVELS, SPECS, Given, Invalid, coerce, show
 from .errors import ConfigError
 from .schema import (
     AnonymizerSettings,
+    AuditSettings,
     DatabaseSettings,
     ForwardSettings,
     IngestSettings,
@@ -35,6 +36,7 @@ from .schema import (
     PolicySettings,
     QuerySettings,
     Settings,
+    StatusSettings,
     StorageSettings,
     TLSSettings,
 )
@@ -377,6 +379,13 @@ def _build(
             stable_after_seconds=values["forward.stable_after_seconds"],
             commit_timeout_seconds=values["forward.commit_timeout_seconds"],
             max_workers=values["forward.max_workers"],
+        ),
+        audit=AuditSettings(syslog=values["audit.syslog"]),
+        status=StatusSettings(
+            min_free_disk_mb=values["status.min_free_disk_mb"],
+            max_failed_jobs=values["status.max_failed_jobs"],
+            max_pending_age_seconds=values["status.max_pending_age_seconds"],
+            max_spool_depth=values["status.max_spool_depth"],
         ),
         logging=LoggingSettings(level=values["logging.level"].upper()),
         config_file=Path.cwd() / config_file if config_file else None,

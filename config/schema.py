@@ -19,6 +19,7 @@ __all__ = [
     "ANONYMIZER_OPTIONS",
     "SECTIONS",
     "AnonymizerSettings",
+    "AuditSettings",
     "DatabaseSettings",
     "ListenerSettings",
     "LoggingSettings",
@@ -26,6 +27,7 @@ __all__ = [
     "QuerySettings",
     "ForwardSettings",
     "Settings",
+    "StatusSettings",
     "StorageSettings",
     "TLSSettings",
     "redact_url",
@@ -181,6 +183,23 @@ class ForwardSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditSettings:
+    """``[audit]``: where the audit trail goes besides the database."""
+
+    syslog: str
+
+
+@dataclass(frozen=True, slots=True)
+class StatusSettings:
+    """``[status]``: when ``dicom-gateway status`` calls the node unhealthy."""
+
+    min_free_disk_mb: int
+    max_failed_jobs: int
+    max_pending_age_seconds: int
+    max_spool_depth: int
+
+
+@dataclass(frozen=True, slots=True)
 class LoggingSettings:
     """``[logging]``: the node's log level."""
 
@@ -194,7 +213,7 @@ class Settings:
     Attributes
     ----------
     node, listener, tls, storage, database, anonymizer, limits, policy, ingest, query, forward,
-    logging
+    audit, status, logging
         One value per TOML section.
     config_file : pathlib.Path | None
         The user file that was read, or ``None`` when only the embedded
@@ -215,6 +234,8 @@ class Settings:
     ingest: IngestSettings
     query: QuerySettings
     forward: ForwardSettings
+    audit: AuditSettings
+    status: StatusSettings
     logging: LoggingSettings
     config_file: Path | None = field(default=None, compare=False)
     sources: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
@@ -289,6 +310,8 @@ SECTIONS: Final[tuple[str, ...]] = (
     "ingest",
     "query",
     "forward",
+    "audit",
+    "status",
     "logging",
 )
 

@@ -150,7 +150,7 @@ def test_config_show_json_is_one_document(workdir: Path) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert list(data) == ["node", "listener", "tls", "storage", "database", "anonymizer", "limits",
-                          "policy", "ingest", "query", "forward", "logging"]
+                          "policy", "ingest", "query", "forward", "audit", "status", "logging"]
     assert data["node"] == {"ae_title": "GATEWAY"}
     assert data["listener"] == {"bind": "127.0.0.1", "port": 11113}
     assert data["storage"] == {"data_dir": str(workdir / "var"),

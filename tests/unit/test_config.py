@@ -421,8 +421,8 @@ def test_unknown_key_and_section_in_file(workdir: Path, write_toml: Callable[...
         f"listener.prot: unknown key (did you mean listener.port?); [listener] has bind, port "
         f"(from {path})",
         f"listner: unknown section (did you mean listener?); the sections are node, listener, "
-        f"tls, storage, database, anonymizer, limits, policy, ingest, query, forward, logging "
-        f"(from {path})",
+        f"tls, storage, database, anonymizer, limits, policy, ingest, query, forward, audit, "
+        f"status, logging (from {path})",
     )
 
 
@@ -558,7 +558,7 @@ def test_to_dict_is_json_ready(workdir: Path) -> None:
 
     assert json.loads(json.dumps(data)) == data
     assert list(data) == ["node", "listener", "tls", "storage", "database", "anonymizer", "limits",
-                          "policy", "ingest", "query", "forward", "logging"]
+                          "policy", "ingest", "query", "forward", "audit", "status", "logging"]
     assert data["storage"]["data_dir"] == str(workdir / "var")
     assert data["anonymizer"]["options"] == list(DEFAULT_OPTIONS)
     assert data["database"]["effective_url"] == f"sqlite:///{workdir}/var/gateway.sqlite3"
