@@ -3,8 +3,10 @@
 ``build_app(settings, environ)`` opens the database (migrating it to the
 newest schema), the file store and the spool under ``storage.data_dir``,
 reads the de-identification secret and builds the profile and pseudonym
-space. Nothing here listens or starts threads: :mod:`gateway.node` does that
-for ``serve``, and the CLI commands and the tests use the same ``App``.
+space; with ``audit.syslog`` set, committed audit records are also sent to
+that collector (:mod:`gateway.auditlog`). Nothing here listens or starts
+threads: :mod:`gateway.node` does that for ``serve``, and the CLI commands
+and the tests use the same ``App``.
 
 pynetdicom's process-wide switches are set once, here:
 ``STORE_RECV_CHUNKED_DATASET`` (received datasets stream to a file instead
@@ -34,12 +36,14 @@ from sqlalchemy import Engine
 
 from anonymizer import KeyedPseudonyms, Profile
 from config import Settings
+import storage.audit as audit
 from storage.crypto import MapCipher
 from storage.db import make_engine
 from storage.filestore import FileStore
 from storage.schema import upgrade
 from storage.spool import Spool
 
+from .auditlog import SyslogSink
 from .deid import build_lookup, build_profile, load_secret
 
 __all__ = ["App", "build_app", "configure_pynetdicom"]
@@ -108,6 +112,8 @@ def build_app(settings: Settings, environ: Mapping[str, str]) -> App:
     key = load_secret(settings.anonymizer, environ)
     engine = make_engine(settings.database_url)
     upgrade(engine)
+    if settings.audit.syslog:
+        audit.subscribe(engine, SyslogSink(settings.audit.syslog, settings.node.ae_title))
 
     @functools.cache
     def destination_space(slug: str) -> KeyedPseudonyms:
