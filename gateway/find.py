@@ -59,6 +59,7 @@ from storage.errors import StorageError
 from storage.search import Scope, stream
 
 from .app import App
+from .audittrail import record_quietly
 from .policy import Decision, may_query, record_refusal
 from .query import (
     MULTI_VALUED,
@@ -140,6 +141,8 @@ def handle_find(event: Any, app: App) -> Iterator[FindResponse]:
     except IdentifierError as exc:
         logger.warning("find calling_ae=%r status=0x%04X reason=%r",
                        calling_ae, exc.status, exc.comment)
+        record_quietly(app, "find", calling_ae, "failure", detail=(
+            f"root={root.name.lower()} status=0x{exc.status:04X} reason={exc.comment}"))
         yield _status(exc.status, exc.comment), None
         return
     yield from _matches(event, app, find, calling_ae, started)
@@ -207,6 +210,9 @@ def _matches(event: Any, app: App, find: Find, calling_ae: str,
     logger.info("find calling_ae=%r root=%s level=%s matches=%d status=0x%04X elapsed=%.3fs",
                 calling_ae, find.root.name.lower(), find.query.level.value, sent, status,
                 time.monotonic() - started)
+    record_quietly(app, "find", calling_ae, "success" if status != OUT_OF_RESOURCES else "failure",
+                   detail=(f"root={find.root.name.lower()} level={find.query.level.value} "
+                           f"matches={sent} status=0x{status:04X}"))
     if status == CANCEL:
         yield CANCEL, None
     elif status == OUT_OF_RESOURCES:

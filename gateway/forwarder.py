@@ -61,6 +61,7 @@ from storage.schedule import is_open
 
 from . import confirm
 from .app import App
+from .audittrail import forward_outcome
 from .outbound import UNCOMPRESSED, Link, make_ae
 
 __all__ = ["ForwardReport", "run_due", "send_job"]
@@ -297,6 +298,7 @@ def send_job(app: App, job: jobs.JobRecord, owner: str, *,
         with session_scope(app.engine) as session:
             closed = jobs.finish(session, job.id, owner, datetime.now(UTC), policy, error=error,
                                  confirmed_by=confirmed.confirmed_by)
+            forward_outcome(session, job, closed, error, app.settings.node.ae_title)
     except SQLAlchemyError as exc:
         logger.error("forward job=%d state=unrecorded reason=%r", job.id, type(exc).__name__)
         return None

@@ -14,7 +14,9 @@ de-identification and no index writes; the ingest workers do. Statuses (PS3.4 Ta
 - 0x0124 refused, not authorised: the peer has no ``source`` role.
 
 A refusal carries an Error Comment (0000,0902) that names the rule, never a
-value. Logs name the replaced SOP Instance UID, never the original.
+value, and leaves a ``store-refused`` audit record; successful stores are
+audited by the ingest group commit (:mod:`gateway.audittrail`). Logs name
+the replaced SOP Instance UID, never the original.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ from typing import Any
 from pydicom.dataset import Dataset
 
 from storage.errors import StorageFull
-from storage.spool import SpoolMeta
+from storage.spool import SpoolEntry, SpoolMeta
 
 from .app import App
+from .audittrail import record_quietly
 from .policy import Decision, may_store, record_refusal
 from .receive import OUT_OF_RESOURCES, Verdict, check_received
 
@@ -81,16 +84,20 @@ def handle_store(event: Any, app: App) -> int | Dataset:
 
     try:
         # the header is checked while another thread fsyncs the bytes
-        accepted = app.spool.accept(path, meta, verify)
+        accepted: SpoolEntry | Verdict = app.spool.accept(path, meta, verify)
     except StorageFull:
         logger.error("store sop=%s status=0xA700 reason='spool disk full'", shown)
-        return _refusal(Verdict(OUT_OF_RESOURCES, "out of disk space"))
+        accepted = Verdict(OUT_OF_RESOURCES, "out of disk space")
     except OSError as exc:
         logger.error("store sop=%s status=0xA700 reason=%r", shown, exc.strerror)
-        return _refusal(Verdict(OUT_OF_RESOURCES, "cannot write the spool"))
+        accepted = Verdict(OUT_OF_RESOURCES, "cannot write the spool")
+    else:
+        if isinstance(accepted, Verdict):
+            logger.warning("store sop=%s calling_ae=%r status=0x%04X reason=%r",
+                           shown, calling_ae, accepted.status, accepted.comment)
     if isinstance(accepted, Verdict):
-        logger.warning("store sop=%s calling_ae=%r status=0x%04X reason=%r",
-                       shown, calling_ae, accepted.status, accepted.comment)
+        record_quietly(app, "store-refused", calling_ae, "failure", detail=(
+            f"sop={shown} status=0x{accepted.status:04X} reason={accepted.comment}"))
         return _refusal(accepted)
     app.wake.set()
     logger.info("store sop=%s calling_ae=%r status=0x0000 elapsed=%.3fs",

@@ -16,7 +16,9 @@ Durability contract 2 (ARCHITECTURE): each step is idempotent, keyed by the
 5. group commit, for a batch of such instances: their files made durable
    together (one ``syncfs``, :meth:`storage.filestore.FileStore.sync`),
    then one transaction with their index rows, pseudonym map entries
-   (originals encrypted) and audit records; then their spool entries are
+   (originals encrypted) and audit records (one ``store`` record per sender
+   and study of the batch, with its count of instances:
+   :mod:`gateway.audittrail`); then their spool entries are
    released. A failure removes the written files and puts every entry of
    the batch back for a later attempt.
 
@@ -33,6 +35,7 @@ import hashlib
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Container
 from dataclasses import dataclass
 from enum import Enum
@@ -256,6 +259,7 @@ def _commit(app: App, batch: list[_Prepared]) -> list[IngestOutcome]:
         app.store.sync([p.record.file_path for p in batch])
         with session_scope(app.engine) as session:
             outcomes: list[index.AddOutcome | StorageError] = []
+            stored: Counter[tuple[str, str, str]] = Counter()
             for prepared in batch:
                 try:
                     outcome = index.add_instance(session, prepared.record,
@@ -264,9 +268,13 @@ def _commit(app: App, batch: list[_Prepared]) -> list[IngestOutcome]:
                     outcomes.append(exc)
                     continue
                 if outcome is index.AddOutcome.ADDED:
-                    audit.record(session, "store", prepared.entry.meta.calling_ae_title,
-                                 "success", study_instance_uid=prepared.record.study_instance_uid)
+                    meta = prepared.entry.meta
+                    stored[(meta.calling_ae_title, meta.source_peer or "-",
+                            prepared.record.study_instance_uid)] += 1
                 outcomes.append(outcome)
+            for (calling_ae, peer, study), count in stored.items():  # one per sender and study
+                audit.record(session, "store", calling_ae, "success", study_instance_uid=study,
+                             detail=f"peer={peer} instances={count}")
     except (SQLAlchemyError, OSError, StorageError) as exc:
         logger.error("ingest batch=%d state=retry reason=%r", len(batch), type(exc).__name__)
         for prepared in batch:

@@ -5,7 +5,9 @@ integration tests start on a free loopback port. Before it listens it
 repairs what a crash may have left (durability contract 2): pynetdicom's
 partial receive files and spool temporaries are swept, claimed spool entries
 go back to the spool, and the file store's temporaries are removed; the
-workers then process the spool from the oldest entry.
+workers then process the spool from the oldest entry. Starting and stopping
+are audited (``node-start``, ``node-stop``: PS3.15 A.5.3.1 Application
+Activity).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from pynetdicom.transport import ThreadedAssociationServer
 
 from .app import App
+from .audittrail import record_quietly
 from .clock import Clock
 from .policy import is_loopback
 from .scp import build_ae, start_listener
@@ -103,11 +106,24 @@ class Node:
         if context is None or tls.plain_listener:
             self.server = start_listener(self.app, ae)
         self.clock.start()
+        record_quietly(self.app, "node-start", settings.node.ae_title, "success",
+                       detail=self._addresses())
+
+    def _addresses(self) -> str:
+        """The listeners, for the audit trail: ``address=HOST:PORT`` and ``tls=HOST:PORT``."""
+        bind = self.app.settings.listener.bind
+        return " ".join(f"{name}={bind}:{server.server_address[1]}"
+                        for name, server in (("address", self.server), ("tls", self.tls_server))
+                        if server is not None)
 
     def stop(self) -> None:
         self.clock.stop()
+        listening = self._addresses()
         for server in (self.server, self.tls_server):
             if server is not None:
                 server.shutdown()
         self.server = self.tls_server = None
+        if listening:
+            record_quietly(self.app, "node-stop", self.app.settings.node.ae_title, "success",
+                           detail=listening)
         self.workers.stop()

@@ -15,7 +15,8 @@ not recognised (unknown, or pinned elsewhere) -> (1, 1, 3). A registered
 peer without the ``source`` role that sends a C-STORE, and any caller
 without the ``query`` role that sends a C-FIND (unregistered local callers
 included: loopback is open to echo and store only), get 0x0124 "Refused:
-Not Authorised" (PS3.7 C). Every refusal leaves an audit record (I5). An
+Not Authorised" (PS3.7 C). Every refusal leaves an audit record (I5), and
+so does every association admitted (``association-accepted``). An
 admitted peer carries its scope, which bounds what it finds and retrieves.
 
 C-MOVE and C-GET need the ``retrieve`` role. A C-MOVE sends only to a peer
@@ -38,17 +39,17 @@ import ipaddress
 import logging
 from dataclasses import dataclass
 
-import storage.audit as audit
 import storage.peers as peers
 from storage.db import session_scope
 from storage.models import PeerScope
 from storage.records import PeerRecord
 
 from .app import App
+from .audittrail import record_quietly
 
 __all__ = [
     "Decision", "admit", "is_loopback", "may_query", "may_retrieve", "may_store",
-    "move_destination",
+    "move_destination", "record_admission", "record_refusal",
 ]
 
 logger = logging.getLogger(__name__)
@@ -169,7 +170,17 @@ def _may_send_to(decision: Decision, caller: PeerRecord | None, peer: PeerRecord
 
 
 def record_refusal(app: App, event: str, calling_ae: str, reason: str) -> None:
-    """Audit a refusal; the calling AE title is the actor, never a patient value."""
+    """Audit a refusal; the calling AE title is the actor, never a patient value.
+
+    A database that cannot take the record is logged, never a failed response
+    (:func:`gateway.audittrail.record_quietly`).
+    """
     logger.warning("%s calling_ae=%r reason=%r", event, calling_ae, reason)
-    with session_scope(app.engine) as session:
-        audit.record(session, event, calling_ae, "failure", detail=reason)
+    record_quietly(app, event, calling_ae, "failure", detail=reason)
+
+
+def record_admission(app: App, calling_ae: str, address: str, decision: Decision) -> None:
+    """Audit an association accepted (``association-accepted``): who, from where, as which peer."""
+    roles = ",".join(sorted(decision.roles)) or "-"
+    record_quietly(app, "association-accepted", calling_ae, "success",
+                   detail=f"peer={decision.peer_slug or '-'} address={address} roles={roles}")

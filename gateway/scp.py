@@ -60,7 +60,7 @@ from .commitment import ACCEPTOR_ROLES, PUSH_MODEL, handle_event_report, refuse_
 from .contexts import SharedContexts
 from .find import handle_find, handle_sop_extended
 from .handlers import handle_echo, handle_store
-from .policy import admit, record_refusal
+from .policy import admit, record_admission, record_refusal
 from .retrieve import GET_SOP_CLASSES, MOVE_SOP_CLASSES, RetrieveAE, handle_get, handle_move
 from .tls import client_fingerprint, start_tls_server
 
@@ -134,13 +134,15 @@ def _on_requested(event: Any, app: App) -> None:
     address = str(assoc.requestor.address)
     decision = admit(app, calling, called, address, client_fingerprint(assoc))
     if not decision.admitted and decision.reject is not None:
-        record_refusal(app, "association-rejected", calling, decision.reason)
+        record_refusal(app, "association-rejected", calling,
+                       f"{decision.reason} address={address}")
         # as pynetdicom's own acceptor does: queue the A-ASSOCIATE-RJ, then stop the
         # DUL once it has sent it, so the socket is not closed before the peer reads it
         assoc.acse.send_reject(*decision.reject)
         assoc.kill()
         return
     assoc.gateway_decision = decision
+    record_admission(app, calling, address, decision)
 
 
 def start_listener(app: App, ae: RetrieveAE | None = None, *,
