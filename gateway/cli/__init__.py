@@ -61,6 +61,7 @@ def main(ctx: click.Context, config_path: Path | None, verbose: int, quiet: bool
 # ---------------------------------------------------------------------------
 _COMMANDS: list[str] = [
     "gateway.cli.anonymize:anonymize",
+    "gateway.cli.audit:audit_group",
     "gateway.cli.config:config",
     "gateway.cli.db:db",
     "gateway.cli.import_:import_",
@@ -69,6 +70,7 @@ _COMMANDS: list[str] = [
     "gateway.cli.queue:queue",
     "gateway.cli.route:route",
     "gateway.cli.serve:serve",
+    "gateway.cli.status:status",
     "gateway.cli.study:study",
 ]
 
