@@ -141,7 +141,7 @@ def handle_find(event: Any, app: App) -> Iterator[FindResponse]:
     except IdentifierError as exc:
         logger.warning("find calling_ae=%r status=0x%04X reason=%r",
                        calling_ae, exc.status, exc.comment)
-        record_quietly(app, "find", calling_ae, "failure", detail=(
+        record_quietly(app, "find", calling_ae, "failure", queued=True, detail=(
             f"root={root.name.lower()} status=0x{exc.status:04X} reason={exc.comment}"))
         yield _status(exc.status, exc.comment), None
         return
@@ -211,8 +211,9 @@ def _matches(event: Any, app: App, find: Find, calling_ae: str,
                 calling_ae, find.root.name.lower(), find.query.level.value, sent, status,
                 time.monotonic() - started)
     record_quietly(app, "find", calling_ae, "success" if status != OUT_OF_RESOURCES else "failure",
-                   detail=(f"root={find.root.name.lower()} level={find.query.level.value} "
-                           f"matches={sent} status=0x{status:04X}"))
+                   queued=True, detail=(f"root={find.root.name.lower()} "
+                                        f"level={find.query.level.value} matches={sent} "
+                                        f"status=0x{status:04X}"))
     if status == CANCEL:
         yield CANCEL, None
     elif status == OUT_OF_RESOURCES:

@@ -19,7 +19,7 @@ from pathlib import Path
 from pynetdicom.transport import ThreadedAssociationServer
 
 from .app import App
-from .audittrail import record_quietly
+from .audittrail import AuditWriter, record_quietly
 from .clock import Clock
 from .policy import is_loopback
 from .scp import build_ae, start_listener
@@ -46,6 +46,7 @@ class Node:
         self.tls_server: ThreadedAssociationServer | None = None
         count = app.settings.ingest.workers
         self.clock = Clock(app)
+        self.audit = AuditWriter(app)
         self.workers: WorkerThreads | WorkerProcesses = (
             WorkerProcesses(app, count) if worker_processes else WorkerThreads(app, count))
 
@@ -100,13 +101,14 @@ class Node:
         tls = settings.tls
         context = server_context(tls) if tls.enabled else None  # a bad file stops us here
         self.workers.start()
+        self.audit.start()
         ae = build_ae(self.app)
         if context is not None:
             self.tls_server = start_listener(self.app, ae, tls=context)
         if context is None or tls.plain_listener:
             self.server = start_listener(self.app, ae)
         self.clock.start()
-        record_quietly(self.app, "node-start", settings.node.ae_title, "success",
+        record_quietly(self.app, "node-start", settings.node.ae_title, "success", queued=True,
                        detail=self._addresses())
 
     def _addresses(self) -> str:
@@ -125,5 +127,6 @@ class Node:
         self.server = self.tls_server = None
         if listening:
             record_quietly(self.app, "node-stop", self.app.settings.node.ae_title, "success",
-                           detail=listening)
+                           queued=True, detail=listening)
+        self.audit.stop()  # after the listeners: every queued record is written
         self.workers.stop()

@@ -182,5 +182,5 @@ def record_refusal(app: App, event: str, calling_ae: str, reason: str) -> None:
 def record_admission(app: App, calling_ae: str, address: str, decision: Decision) -> None:
     """Audit an association accepted (``association-accepted``): who, from where, as which peer."""
     roles = ",".join(sorted(decision.roles)) or "-"
-    record_quietly(app, "association-accepted", calling_ae, "success",
+    record_quietly(app, "association-accepted", calling_ae, "success", queued=True,
                    detail=f"peer={decision.peer_slug or '-'} address={address} roles={roles}")

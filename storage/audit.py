@@ -90,6 +90,7 @@ def record(
     *,
     study_instance_uid: str | None = None,
     detail: str = "",
+    at: datetime | None = None,
 ) -> None:
     """Append one audit record in the caller's transaction.
 
@@ -108,6 +109,9 @@ def record(
         The new (remapped) StudyInstanceUID concerned, if any.
     detail : str
         Free text without PHI.
+    at : datetime | None
+        When it happened (timezone-aware), for a record written after the
+        event; the current time by default.
 
     Raises
     ------
@@ -127,8 +131,10 @@ def record(
         raise StorageError(
             f"audit outcome: expected success or failure, got {outcome!r}"
         ) from None
+    if at is not None and at.tzinfo is None:
+        raise StorageError("audit at: expected a timezone-aware time, got a naive one")
     row = AuditEntry(
-        at=datetime.now(UTC), event=event, actor=actor, outcome=result,
+        at=at or datetime.now(UTC), event=event, actor=actor, outcome=result,
         study_instance_uid=study_instance_uid, detail=detail,
     )
     session.add(row)

@@ -218,3 +218,24 @@ def test_a_batch_stores_one_record_per_sender_and_study(
     assert len(stores) == 2
     assert sorted(_instances(e) for e in stores) == [2, 8]
     assert len({e.study_instance_uid for e in stores}) == 2
+
+
+def test_queued_records_keep_their_time_and_are_written_when_the_node_stops(
+    make_node: Callable[..., Node],
+) -> None:
+    node = make_node()
+    ae = AE(ae_title="CLINIC")
+    ae.add_requested_context(CTImageStorage)
+    before = datetime.now(UTC)
+    for _ in range(3):
+        assoc = ae.associate("127.0.0.1", node.port, ae_title="GATEWAY")
+        assert assoc.is_established
+        assoc.release()
+    after = datetime.now(UTC)
+    node.stop()  # the writer's last batch is committed before stop returns
+    events = _events(node)
+    accepted = _of(events, "association-accepted")
+    assert len(accepted) == 3
+    assert all(before <= e.at <= after for e in accepted)
+    assert all("peer=- address=127.0.0.1 roles=source" == e.detail for e in accepted)
+    assert [e.event for e in events if e.event.startswith("node-")] == ["node-start", "node-stop"]

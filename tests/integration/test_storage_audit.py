@@ -115,3 +115,13 @@ def test_a_failing_sink_never_undoes_the_record(engine: Engine) -> None:
         audit.unsubscribe(engine, broken)
     with session_scope(engine, readonly=True) as session:
         assert [e.event for e in audit.list_events(session)] == ["node-start"]
+
+
+def test_a_record_written_later_keeps_the_time_of_its_event(engine: Engine) -> None:
+    then = datetime(2026, 11, 27, 8, 30, 0, 125000, tzinfo=UTC)
+    with session_scope(engine) as session:
+        audit.record(session, "association-accepted", "CLINIC", "success", at=then)
+        with pytest.raises(StorageError, match="audit at: expected a timezone-aware time"):
+            audit.record(session, "find", "VIEWER", "success", at=datetime(2026, 11, 27))
+    with session_scope(engine, readonly=True) as session:
+        assert [e.at for e in audit.list_events(session)] == [then]
