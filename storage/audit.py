@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Final
 
 from sqlalchemy import Engine, event as sa_event, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from .errors import StorageError
 from .models import SHORT, UID, AuditEntry, AuditOutcome
@@ -65,12 +65,12 @@ def _engine_of(session: Session) -> Engine | None:
 
 @sa_event.listens_for(Session, "after_commit")
 def _publish(session: Session) -> None:
-    pending: list[AuditEvent] = session.info.pop(_PENDING, [])
+    pending: list[tuple[SessionTransaction | None, AuditEvent]] = session.info.pop(_PENDING, [])
     if not pending:
         return
     engine = _engine_of(session)
     for sink in list(_SINKS.get(engine, [])) if engine is not None else []:
-        for item in pending:
+        for _, item in pending:
             try:
                 sink(item)
             except Exception:  # noqa: BLE001 - a sink never undoes a committed record
@@ -78,8 +78,22 @@ def _publish(session: Session) -> None:
 
 
 @sa_event.listens_for(Session, "after_soft_rollback")
-def _discard(session: Session, _previous: object) -> None:
-    session.info.pop(_PENDING, None)
+def _discard(session: Session, previous: SessionTransaction) -> None:
+    """Forget the records the rolled-back transaction (or savepoint) and those inside it wrote."""
+    pending: list[tuple[SessionTransaction | None, AuditEvent]] = session.info.get(_PENDING, [])
+    kept = [(tx, item) for tx, item in pending if not _inside(tx, previous)]
+    if kept:
+        session.info[_PENDING] = kept
+    else:
+        session.info.pop(_PENDING, None)
+
+
+def _inside(tx: SessionTransaction | None, ancestor: SessionTransaction) -> bool:
+    while tx is not None:
+        if tx is ancestor:
+            return True
+        tx = tx.parent
+    return False
 
 
 def record(
@@ -139,7 +153,8 @@ def record(
     )
     session.add(row)
     session.flush()
-    session.info.setdefault(_PENDING, []).append(_event(row))
+    current = session.get_nested_transaction() or session.get_transaction()
+    session.info.setdefault(_PENDING, []).append((current, _event(row)))
 
 
 def _event(row: AuditEntry) -> AuditEvent:

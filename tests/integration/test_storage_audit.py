@@ -125,3 +125,22 @@ def test_a_record_written_later_keeps_the_time_of_its_event(engine: Engine) -> N
             audit.record(session, "find", "VIEWER", "success", at=datetime(2026, 11, 27))
     with session_scope(engine, readonly=True) as session:
         assert [e.at for e in audit.list_events(session)] == [then]
+
+
+def test_a_rolled_back_savepoint_drops_only_its_own_records(engine: Engine) -> None:
+    received: list[AuditEvent] = []
+    audit.subscribe(engine, received.append)
+    try:
+        with session_scope(engine) as session:
+            audit.record(session, "store", "CLINIC", "success")
+            with pytest.raises(RuntimeError):
+                with session.begin_nested():
+                    audit.record(session, "store", "INSIDE", "success")
+                    raise RuntimeError("the savepoint is undone")
+            with session.begin_nested():
+                audit.record(session, "store", "KEPT", "success")
+    finally:
+        audit.unsubscribe(engine, received.append)
+    assert [e.actor for e in received] == ["CLINIC", "KEPT"]
+    with session_scope(engine, readonly=True) as session:
+        assert [e.actor for e in audit.list_events(session)] == ["CLINIC", "KEPT"]
