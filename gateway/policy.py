@@ -49,7 +49,7 @@ from .audittrail import record_quietly
 
 __all__ = [
     "Decision", "admit", "is_loopback", "may_query", "may_retrieve", "may_store",
-    "move_destination", "record_admission", "record_refusal",
+    "move_destination", "record_admission", "record_refusal", "record_rejection",
 ]
 
 logger = logging.getLogger(__name__)
@@ -177,6 +177,18 @@ def record_refusal(app: App, event: str, calling_ae: str, reason: str) -> None:
     """
     logger.warning("%s calling_ae=%r reason=%r", event, calling_ae, reason)
     record_quietly(app, event, calling_ae, "failure", detail=reason)
+
+
+def record_rejection(app: App, calling_ae: str, address: str, rj: str) -> None:
+    """Audit an association pynetdicom itself rejected (``rj``: result, source, reason).
+
+    Queued, not written before returning: the usual cause is a burst of
+    associations past ``limits.max_associations``, which one synchronous
+    write per rejection would only make worse.
+    """
+    logger.warning("association-rejected calling_ae=%r address=%s rj=%s", calling_ae, address, rj)
+    record_quietly(app, "association-rejected", calling_ae, "failure", queued=True,
+                   detail=f"rejected by the association layer address={address} rj={rj}")
 
 
 def record_admission(app: App, calling_ae: str, address: str, decision: Decision) -> None:

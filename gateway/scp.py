@@ -22,6 +22,10 @@ supported (T19).
 
 Limits come from ``[limits]``: maximum associations (then A-ASSOCIATE-RJ
 transient, local limit exceeded), ACSE/DIMSE/network timeouts, maximum PDU.
+Every association accepted or rejected is audited: our policy's
+rejections when they are decided, pynetdicom's own (the limit, a bad
+application context) and every acceptance once the A-ASSOCIATE-AC or -RJ
+has gone out (:mod:`gateway.audittrail`).
 Every accepted socket gets TCP_NODELAY (without it, small DIMSE responses
 wait on Nagle's algorithm). The contexts are built once and shared by every
 association (:mod:`gateway.contexts`).
@@ -60,7 +64,7 @@ from .commitment import ACCEPTOR_ROLES, PUSH_MODEL, handle_event_report, refuse_
 from .contexts import SharedContexts
 from .find import handle_find, handle_sop_extended
 from .handlers import handle_echo, handle_store
-from .policy import admit, record_admission, record_refusal
+from .policy import admit, record_admission, record_refusal, record_rejection
 from .retrieve import GET_SOP_CLASSES, MOVE_SOP_CLASSES, RetrieveAE, handle_get, handle_move
 from .tls import client_fingerprint, start_tls_server
 
@@ -134,15 +138,34 @@ def _on_requested(event: Any, app: App) -> None:
     address = str(assoc.requestor.address)
     decision = admit(app, calling, called, address, client_fingerprint(assoc))
     if not decision.admitted and decision.reject is not None:
+        result, source, reason = decision.reject
         record_refusal(app, "association-rejected", calling,
-                       f"{decision.reason} address={address}")
+                       f"{decision.reason} address={address} rj={result},{source},{reason}")
         # as pynetdicom's own acceptor does: queue the A-ASSOCIATE-RJ, then stop the
         # DUL once it has sent it, so the socket is not closed before the peer reads it
         assoc.acse.send_reject(*decision.reject)
         assoc.kill()
         return
     assoc.gateway_decision = decision
-    record_admission(app, calling, address, decision)
+
+
+def _on_accepted(event: Any, app: App) -> None:
+    """EVT_ACCEPTED: the A-ASSOCIATE-AC went out; audit the admission."""
+    assoc = event.assoc
+    decision = getattr(assoc, "gateway_decision", None)
+    if decision is not None:
+        record_admission(app, str(assoc.requestor.ae_title).strip(),
+                         str(assoc.requestor.address), decision)
+
+
+def _on_rejected(event: Any, app: App) -> None:
+    """EVT_REJECTED: pynetdicom's own rejections (too many associations, a bad
+    application context or protocol version), after our policy admitted the caller."""
+    assoc = event.assoc
+    primitive = assoc.acceptor.primitive
+    rj = f"{primitive.result},{primitive.result_source},{primitive.diagnostic}"
+    record_rejection(app, str(assoc.requestor.ae_title).strip(), str(assoc.requestor.address),
+                     rj)
 
 
 def start_listener(app: App, ae: RetrieveAE | None = None, *,
@@ -156,6 +179,8 @@ def start_listener(app: App, ae: RetrieveAE | None = None, *,
     handlers: list[Any] = [
         (evt.EVT_CONN_OPEN, set_tcp_nodelay),
         (evt.EVT_REQUESTED, _on_requested, [app]),
+        (evt.EVT_ACCEPTED, _on_accepted, [app]),
+        (evt.EVT_REJECTED, _on_rejected, [app]),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_C_STORE, handle_store, [app]),
         (evt.EVT_C_FIND, handle_find, [app]),

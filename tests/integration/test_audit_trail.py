@@ -181,6 +181,7 @@ def test_a_full_scenario_leaves_one_record_for_each_and_no_phi(
     assert "destination=viewer-store" in forward.detail and "sent=3" in forward.detail
     [rejected] = _of(events, "association-rejected")
     assert rejected.outcome is AuditOutcome.FAILURE and "address=127.0.0.1" in rejected.detail
+    assert rejected.detail.endswith("rj=1,1,7")
     accepted = _of(events, "association-accepted")
     assert {e.actor for e in accepted} >= {"CLINIC", "VIEWER"}
     assert all(e.at.tzinfo is not None for e in events)
@@ -239,3 +240,25 @@ def test_queued_records_keep_their_time_and_are_written_when_the_node_stops(
     assert all(before <= e.at <= after for e in accepted)
     assert all("peer=- address=127.0.0.1 roles=source" == e.detail for e in accepted)
     assert [e.event for e in events if e.event.startswith("node-")] == ["node-start", "node-stop"]
+
+
+def test_an_association_past_the_limit_is_audited_as_rejected(
+    make_node: Callable[..., Node],
+) -> None:
+    node = make_node(**{"limits.max_associations": 1})
+    ae = AE(ae_title="CLINIC")
+    ae.add_requested_context(CTImageStorage)
+    held = ae.associate("127.0.0.1", node.port, ae_title="GATEWAY")
+    assert held.is_established
+    try:
+        second = ae.associate("127.0.0.1", node.port, ae_title="GATEWAY")
+        assert second.is_rejected
+    finally:
+        held.release()
+    wait_until(lambda: bool(_of(_events(node), "association-rejected")),
+               what="the rejection audited")
+    events = _events(node)
+    [rejected] = _of(events, "association-rejected")
+    assert rejected.actor == "CLINIC" and rejected.outcome is AuditOutcome.FAILURE
+    assert rejected.detail.endswith("rj=2,3,2")
+    assert len(_of(events, "association-accepted")) == 1  # the rejected one is not also accepted
