@@ -10,8 +10,10 @@ UIDs only (:mod:`storage.audit`).
 
 Where each record is written, and its volume:
 
-- ``association-accepted`` / ``association-rejected``: when the A-ASSOCIATE-RQ
-  is decided (:mod:`gateway.scp`), one per association;
+- ``association-accepted`` / ``association-rejected``: one per association
+  (:mod:`gateway.scp`): a rejection by our policy when it is decided, an
+  acceptance once the A-ASSOCIATE-AC went out, and the association layer's
+  own rejections (past ``limits.max_associations``) once the -RJ went out;
 - ``store``: by the ingest group commit, in the transaction that indexes the
   instances, one per (sender, study) of each committed batch with the count
   of instances (``instances=N``): not one per instance, so a 2,000-image
@@ -32,7 +34,8 @@ DIMSE response: if the database cannot take the record, the failure is
 logged (without the record's detail) and the request goes on. Refusals
 (rejected associations, refused stores, queries and retrieves) are written
 before the response goes out. The frequent successes of the network side
-(``association-accepted``, ``find``) are handed to the node's
+(``association-accepted``, ``find``), and the rejections past the
+association limit, which come in bursts, are handed to the node's
 :class:`AuditWriter` instead (``queued=True``), which commits them in
 batches every :data:`FLUSH_SECONDS` from a thread of its own: an
 association or a query does not wait for a commit of its audit record (on
