@@ -18,12 +18,14 @@ import pytest
 from click.testing import CliRunner, Result
 
 import storage.audit as audit
+import storage.quarantine as quarantine
 from gateway.app import build_app
 from gateway.cli import main
 from gateway.cli._exit import FAILED, OK, USAGE
 from gateway.node import Node
 from storage.db import session_scope
 from storage.queue_models import ForwardJob, JobKind, JobState
+from storage.spool import SpoolMeta
 from tests.conftest import TEST_KEY_HEX, node_settings
 
 Invoke = Callable[..., Result]
@@ -101,17 +103,30 @@ def test_status_is_unhealthy_and_says_why(db_url: str, tmp_path: Path,
         old = datetime.now(UTC) - timedelta(days=4)
         _job(app.engine, "institute-a", JobState.PENDING, old)
         _job(app.engine, "institute-b", JobState.FAILED, old, study="2.25.2")
+        meta = SpoolMeta(calling_ae_title="CLINIC", called_ae_title="GATEWAY", source_peer=None,
+                         received_at=old, peer_address="127.0.0.1")
+        for _ in range(3):  # waiting: nothing ingests here
+            app.spool.accept_bytes(lambda fh: fh.write(b"\0" * 1000), meta)
+        held = app.spool.claim()
+        assert held is not None
+        app.spool.quarantine(held, "needs review")
+        with session_scope(app.engine) as session:
+            quarantine.record(session, held.name, "needs review", "CLINIC")
     finally:
         app.close()
     gw = _runner(settings.storage.data_dir, db_url, DICOM_GATEWAY_LISTENER__PORT=str(port),
-                 DICOM_GATEWAY_STATUS__MIN_FREE_DISK_MB="1048576")
+                 DICOM_GATEWAY_STATUS__MIN_FREE_DISK_MB="1048576",
+                 DICOM_GATEWAY_STATUS__MAX_SPOOL_DEPTH="1")
     result = gw("status", "--json")
     assert result.exit_code == FAILED, result.output
     data = json.loads(result.stdout)
     assert data["healthy"] is False
     assert data["listeners"][0]["answering"] is False
+    assert data["spool"]["depth"] == 2 and data["spool"]["oldest"] is not None
+    assert data["quarantine"]["held"] == 1 and data["quarantine"]["bytes"] >= 1000
     problems = "\n".join(data["problems"])
-    assert len(data["problems"]) == 4, problems
+    assert len(data["problems"]) == 5, problems
+    assert "spool: 2 entries waiting, more than status.max_spool_depth=1" in problems
     assert f"listener 127.0.0.1:{port} (GATEWAY) does not accept connections" in problems
     assert "below status.min_free_disk_mb=1048576" in problems
     assert "queue: 1 failed forward jobs, more than status.max_failed_jobs=0" in problems
@@ -121,7 +136,8 @@ def test_status_is_unhealthy_and_says_why(db_url: str, tmp_path: Path,
     text = gw("status")
     assert text.exit_code == FAILED
     assert text.stdout.splitlines()[0] == "status: UNHEALTHY"
-    assert sum(line.startswith("problem: ") for line in text.stdout.splitlines()) == 4
+    assert sum(line.startswith("problem: ") for line in text.stdout.splitlines()) == 5
+    assert "quarantine: 1 held" in text.stdout
     assert "NOT ANSWERING" in text.stdout
 
     relaxed = _runner(settings.storage.data_dir, db_url, DICOM_GATEWAY_LISTENER__PORT=str(port),
