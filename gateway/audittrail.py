@@ -117,6 +117,18 @@ class AuditWriter:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        left = self._drain(_QUEUED)  # submitted while the thread was finishing
+        if left:
+            _write(self._app, left)
+
+    def _drain(self, most: int) -> list[_Pending]:
+        taken: list[_Pending] = []
+        while len(taken) < most:
+            try:
+                taken.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return taken
 
     def submit(self, item: _Pending) -> None:
         try:
@@ -131,12 +143,7 @@ class AuditWriter:
             except queue.Empty:
                 continue
             self._stop.wait(FLUSH_SECONDS)  # gather what comes meanwhile (not when stopping)
-            while len(batch) < _BATCH:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            _write(self._app, batch)
+            _write(self._app, batch + self._drain(_BATCH - 1))
 
 
 def _write(app: App, batch: list[_Pending]) -> bool:
