@@ -1,7 +1,8 @@
 """The node's health as ``dicom-gateway status`` reports it, for people and for monitoring.
 
-What is looked at: each listener of the configuration (and whether its
-port accepts a TCP connection), the spool (entries waiting to be
+What is looked at: each listener of the configuration, the plain one and
+the DICOM TLS one (and whether its port accepts a TCP connection; for TLS
+the probe does not start a handshake), the spool (entries waiting to be
 de-identified, the oldest one), the quarantine (entries held for a person,
 their bytes), the forward queue by destination and state, the oldest job
 still to be sent, and the free space of the data folder's file system.
@@ -41,7 +42,7 @@ from storage.queue_models import JobState
 
 from .app import App
 
-__all__ = ["Health", "Listener", "check", "probe"]
+__all__ = ["Health", "Listener", "check", "configured_listeners", "probe"]
 
 #: seconds a listener has to accept the probe's connection
 PROBE_TIMEOUT = 2.0
@@ -56,6 +57,7 @@ class Listener:
     bind: str
     port: int
     answering: bool
+    tls: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +100,7 @@ class Health:
             "problems": list(self.problems),
             "checked_at": _iso(self.checked_at),
             "listeners": [{"ae_title": x.ae_title, "bind": x.bind, "port": x.port,
-                           "answering": x.answering} for x in self.listeners],
+                           "tls": x.tls, "answering": x.answering} for x in self.listeners],
             "spool": {"depth": self.spool_depth, "oldest": _iso(self.spool_oldest)},
             "quarantine": {"held": self.quarantine_held, "bytes": self.quarantine_bytes},
             "queue": {"by_state": totals, "by_destination": by_destination,
@@ -110,6 +112,15 @@ class Health:
 
 def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.astimezone(UTC).isoformat()
+
+
+def configured_listeners(app: App) -> list[tuple[int, bool]]:
+    """(port, is TLS) of each listener the configuration starts (``Node.start``)."""
+    tls = app.settings.tls
+    found = [(tls.port, True)] if tls.enabled else []
+    if not tls.enabled or tls.plain_listener:
+        found.insert(0, (app.settings.listener.port, False))
+    return found
 
 
 def probe(bind: str, port: int, timeout: float = PROBE_TIMEOUT) -> bool:
@@ -149,9 +160,9 @@ def check(app: App, *, now: datetime | None = None) -> Health:
     """
     moment = now or datetime.now(UTC)
     settings = app.settings
-    listener = settings.listener
-    listeners = [Listener(settings.node.ae_title, listener.bind, listener.port,
-                          probe(listener.bind, listener.port))]
+    listeners = [Listener(settings.node.ae_title, settings.listener.bind, port,
+                          probe(settings.listener.bind, port), tls)
+                 for port, tls in configured_listeners(app)]
     with session_scope(app.engine, readonly=True) as session:
         queue = status.queue_counts(session)
         oldest = status.oldest_pending(session)
@@ -170,8 +181,8 @@ def check(app: App, *, now: datetime | None = None) -> Health:
 
 def _problems(app: App, health: Health) -> list[str]:
     limits = app.settings.status
-    found = [f"listener {x.bind}:{x.port} ({x.ae_title}) does not accept connections"
-             for x in health.listeners if not x.answering]
+    found = [f"listener {x.bind}:{x.port} ({x.ae_title}{', TLS' if x.tls else ''}) "
+             "does not accept connections" for x in health.listeners if not x.answering]
     free_mb = health.disk_free_bytes // (1024 * 1024)
     if free_mb < limits.min_free_disk_mb:
         found.append(f"disk: {free_mb} MB free under {health.data_dir}, "

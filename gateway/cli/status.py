@@ -37,7 +37,7 @@ def _print(health: Health) -> None:
     data = health.to_dict()
     click.echo(f"status: {'healthy' if health.healthy else 'UNHEALTHY'}")
     for x in health.listeners:
-        click.echo(f"listener: {x.ae_title} {x.bind}:{x.port} "
+        click.echo(f"listener: {x.ae_title} {x.bind}:{x.port}{' tls' if x.tls else ''} "
                    f"{'answering' if x.answering else 'NOT ANSWERING'}")
     oldest_spool = data["spool"]["oldest"] or "-"
     click.echo(f"spool: {health.spool_depth} waiting (oldest {oldest_spool})")

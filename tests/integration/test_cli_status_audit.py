@@ -27,6 +27,8 @@ from storage.db import session_scope
 from storage.queue_models import ForwardJob, JobKind, JobState
 from storage.spool import SpoolMeta
 from tests.conftest import TEST_KEY_HEX, node_settings
+from tests.interop.conftest import free_port
+from tests.tlscerts import make_pki
 
 Invoke = Callable[..., Result]
 
@@ -75,7 +77,7 @@ def test_status_of_a_running_node_is_healthy(
     data = json.loads(result.stdout)
     assert data["healthy"] is True and data["problems"] == []
     assert data["listeners"] == [{"ae_title": "GATEWAY", "bind": "127.0.0.1",
-                                  "port": node.port, "answering": True}]
+                                  "port": node.port, "tls": False, "answering": True}]
     assert data["queue"]["by_state"] == {"pending": 1, "sending": 0, "done": 2, "failed": 0,
                                          "cancelled": 0}
     assert data["queue"]["by_destination"]["institute-a"]["pending"] == 1
@@ -205,3 +207,31 @@ def test_audit_list_bad_arguments_exit_2(trail: Invoke, args: list[str]) -> None
         "--since": "an ISO 8601 date or date-time (2026-11-27, 2026-11-27T08:00) or an age "
                    "(30m, 12h, 7d), got 'yesterday'",
         "--limit": "an integer 1-1000000, got '0'"}[args[0]]]
+
+
+def test_status_probes_the_tls_listener_too(
+    make_node: Callable[..., Node], db_url: str, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    pki = make_pki(tmp_path / "pki")
+    tls_port = free_port()
+    node = make_node(**{"tls.enabled": True, "tls.port": tls_port,
+                        "tls.certificate": str(pki.server.certificate),
+                        "tls.private_key": str(pki.server.private_key)})
+    gw = _runner(node.app.data_dir, db_url, DICOM_GATEWAY_LISTENER__PORT=str(node.port),
+                 DICOM_GATEWAY_STATUS__MIN_FREE_DISK_MB="0",
+                 DICOM_GATEWAY_TLS__ENABLED="true", DICOM_GATEWAY_TLS__PORT=str(tls_port),
+                 DICOM_GATEWAY_TLS__CERTIFICATE=str(pki.server.certificate),
+                 DICOM_GATEWAY_TLS__PRIVATE_KEY=str(pki.server.private_key))
+    result = gw("status", "--json")
+    assert result.exit_code == OK, result.output
+    assert [(x["port"], x["tls"], x["answering"]) for x in json.loads(result.stdout)["listeners"]
+            ] == [(node.port, False, True), (tls_port, True, True)]
+    plain_port = node.port
+    node.stop()
+    down = gw("status", "--json")
+    assert down.exit_code == FAILED
+    assert json.loads(down.stdout)["problems"] == [
+        f"listener 127.0.0.1:{plain_port} (GATEWAY) does not accept connections",
+        f"listener 127.0.0.1:{tls_port} (GATEWAY, TLS) does not accept connections"]
