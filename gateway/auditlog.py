@@ -87,6 +87,8 @@ AUDIT_CODES: Final[dict[str, AuditCode]] = {
     "get": AuditCode(*_TRANSFERRED, "R"),
     "move-refused": AuditCode(*_ALERT, "E", _RESTRICTED),
     "get-refused": AuditCode(*_ALERT, "E", _RESTRICTED),
+    "commitment-request-refused": AuditCode(*_ALERT, "E", _RESTRICTED),
+    "commitment-report-refused": AuditCode(*_ALERT, "E", _RESTRICTED),
     "route": AuditCode(*_ACCESSED, "E"),
     "forward": AuditCode(*_TRANSFERRED, "R"),
     "forward-queued": AuditCode(*_ACCESSED, "E"),

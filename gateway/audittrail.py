@@ -201,6 +201,7 @@ def forward_outcome(session: Session, job: jobs.JobRecord, closed: jobs.JobRecor
     ok = closed.state is JobState.DONE or (closed.state is JobState.PENDING and not error)
     detail = (f"job={job.id} destination={job.destination} state={closed.state.value} "
               f"sent={closed.sent} failed={closed.failed} pending={closed.pending} "
-              f"attempt={closed.attempts}" + (f" reason={error[:200]}" if error else ""))
+              f"attempt={closed.attempts} confirmed_by={closed.confirmed_by or '-'}"
+              + (f" reason={error[:200]}" if error else ""))
     audit.record(session, "forward", actor, "success" if ok else "failure",
                  study_instance_uid=job.study_instance_uid, detail=detail)

@@ -33,8 +33,11 @@ def _name(uid: str) -> str:
 
 
 def _role(context: PresentationContext) -> str:
-    if context.scu_role or context.scp_role:
+    """Our role, from the role selection the context accepts (PS3.7 D.3.3.4)."""
+    if context.scu_role and context.scp_role:
         return "SCP; SCU by role selection"
+    if context.scp_role:  # only a caller that is the SCP: we are the SCU
+        return "SCU, to a caller proposing the SCP role; nothing served as SCP"
     return "SCP"
 
 
