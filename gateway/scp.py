@@ -120,10 +120,18 @@ def build_ae(app: App) -> RetrieveAE:
 
 
 def set_tcp_nodelay(event: Any) -> None:
-    """EVT_CONN_OPEN: turn Nagle's algorithm off on the association's socket."""
+    """EVT_CONN_OPEN: turn Nagle's algorithm off on the association's socket, and bound reads.
+
+    An accepted socket is blocking (Python's ``accept`` drops the listener's
+    timeout), and pynetdicom reads a PDU to its end once its first bytes are
+    in: a peer that stops mid-PDU held the connection's two threads until it
+    chose to close (RELIABILITY T04, T05, T08). With ``network_timeout`` on
+    the socket such a read ends, and the association with it.
+    """
     sock = event.assoc.dul.socket
     if sock is not None and sock.socket is not None:
         sock.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.socket.settimeout(event.assoc.network_timeout)
 
 
 def _on_requested(event: Any, app: App) -> None:
