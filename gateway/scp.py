@@ -60,6 +60,7 @@ from .commitment import ACCEPTOR_ROLES, PUSH_MODEL, handle_event_report, refuse_
 from .contexts import SharedContexts
 from .find import handle_find, handle_sop_extended
 from .handlers import handle_echo, handle_store
+from .partial import discard_partial_receive
 from .policy import admit, record_refusal
 from .retrieve import GET_SOP_CLASSES, MOVE_SOP_CLASSES, RetrieveAE, handle_get, handle_move
 from .tls import client_fingerprint, start_tls_server
@@ -161,6 +162,7 @@ def start_listener(app: App, ae: RetrieveAE | None = None, *,
     ae = ae or build_ae(app)
     handlers: list[Any] = [
         (evt.EVT_CONN_OPEN, set_tcp_nodelay),
+        (evt.EVT_CONN_CLOSE, discard_partial_receive),
         (evt.EVT_REQUESTED, _on_requested, [app]),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_C_STORE, handle_store, [app]),
