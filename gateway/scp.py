@@ -49,6 +49,7 @@ from pydicom.uid import (
     RLELossless,
 )
 from pynetdicom import AllStoragePresentationContexts, evt
+from pynetdicom._globals import APPLICATION_CONTEXT_NAME
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelFind,
@@ -142,14 +143,33 @@ def _on_requested(event: Any, app: App) -> None:
     called = str(primitive.called_ae_title).strip()
     address = str(assoc.requestor.address)
     decision = admit(app, calling, called, address, client_fingerprint(assoc))
-    if not decision.admitted and decision.reject is not None:
-        record_refusal(app, "association-rejected", calling, decision.reason)
+    refusal = _malformed(primitive)
+    if refusal is None and not decision.admitted and decision.reject is not None:
+        refusal = decision.reject, decision.reason
+    if refusal is not None:
+        reject, reason = refusal
+        record_refusal(app, "association-rejected", calling, reason)
         # as pynetdicom's own acceptor does: queue the A-ASSOCIATE-RJ, then stop the
         # DUL once it has sent it, so the socket is not closed before the peer reads it
-        assoc.acse.send_reject(*decision.reject)
+        assoc.acse.send_reject(*reject)
         assoc.kill()
         return
     assoc.gateway_decision = decision
+
+
+def _malformed(primitive: Any) -> tuple[tuple[int, int, int], str] | None:
+    """An A-ASSOCIATE-RQ pynetdicom accepts although PS3.8 does not (RELIABILITY T03).
+
+    A non-DICOM application context name (PS3.7 A.2.1, PS3.8 7.1.1.2): RJ
+    permanent, service user, application-context-name-not-supported (1, 1, 2).
+    No presentation context (PS3.8 9.3.2 requires one or more): RJ permanent,
+    ACSE, no reason given (1, 2, 1).
+    """
+    if str(primitive.application_context_name) != APPLICATION_CONTEXT_NAME:
+        return (1, 1, 2), "application context not supported"
+    if not primitive.presentation_context_definition_list:
+        return (1, 2, 1), "no presentation context proposed"
+    return None
 
 
 def start_listener(app: App, ae: RetrieveAE | None = None, *,
