@@ -14,12 +14,15 @@ import io
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from pydicom import dcmread
+from pydicom.uid import UID
 from pynetdicom.dsutils import decode, encode
+from pynetdicom.pdu import A_ASSOCIATE_RQ
 
 from tests.conftest import wait_until
 from tests.corpus import make_clinic_study
@@ -88,6 +91,97 @@ def _closed_within(peer: RawPeer, seconds: float) -> list[Reply]:
     replies = peer.receive_until_closed(timeout=seconds)
     assert time.monotonic() - started < seconds
     return replies
+
+
+# -- T03: malformed A-ASSOCIATE-RQ ---------------------------------------------------------
+
+def _rq_with(change: Callable[[A_ASSOCIATE_RQ], None]) -> bytes:
+    """A valid A-ASSOCIATE-RQ (two Verification contexts), changed after pynetdicom built it."""
+    rq = A_ASSOCIATE_RQ()
+    rq.decode(associate_rq(((1, VERIFICATION, (IMPLICIT_LE,)), (3, VERIFICATION, (IMPLICIT_LE,)))))
+    with warnings.catch_warnings():  # pydicom warns about the over-long UIDs made here
+        warnings.simplefilter("ignore")
+        change(rq)
+        return bytes(rq.encode())
+
+
+def _app_context(rq: A_ASSOCIATE_RQ) -> None:
+    rq.variable_items[0]._application_context_name = UID("1.2.840.10008.3.1.1.9")
+
+
+def _version(rq: A_ASSOCIATE_RQ) -> None:
+    rq.protocol_version = 0x0000
+
+
+def _long_abstract(rq: A_ASSOCIATE_RQ) -> None:
+    rq.presentation_context[0].abstract_transfer_syntax_sub_items[0]._abstract_syntax_name = (
+        UID("1." + "2" * 300))
+
+
+def _long_transfer(rq: A_ASSOCIATE_RQ) -> None:
+    rq.presentation_context[0].abstract_transfer_syntax_sub_items[1]._transfer_syntax_name = (
+        UID("1." + "2" * 3000))
+
+
+def _long_implementation(rq: A_ASSOCIATE_RQ) -> None:
+    rq.user_information.user_data[1]._implementation_class_uid = UID("1." + "2" * 300)
+
+
+@pytest.mark.parametrize(("rq", "rejection"), [
+    pytest.param(lambda: _rq_with(_app_context), (1, 1, 2), id="non-dicom-application-context"),
+    pytest.param(lambda: _rq_with(_version), (1, 2, 2), id="protocol-version-bit-0-clear"),
+    pytest.param(lambda: associate_rq(()), (1, 2, 1), id="no-presentation-context"),
+])
+def test_a_malformed_associate_rq_is_rejected(fast_node: Any, rq: Callable[[], bytes],
+                                              rejection: tuple[int, int, int]) -> None:
+    """T03, PS3.8 9.3.4 Table 9-21: (1, 1, 2) application context name not supported,
+    (1, 2, 2) protocol version not supported; an RQ without a presentation context (9.3.2
+    requires one) gets (1, 2, 1)."""
+    with RawPeer(fast_node.port) as peer:
+        peer.send(rq())
+        replies = _closed_within(peer, 5)
+    assert [r.rejection for r in replies] == [rejection]
+    recovered(fast_node)
+
+
+@pytest.mark.parametrize("change", [_long_abstract, _long_transfer, _long_implementation],
+                         ids=["abstract-syntax", "transfer-syntax", "implementation-uid"])
+def test_over_long_uids_in_items_get_an_abort_without_harm(
+        fast_node: Any, change: Callable[[A_ASSOCIATE_RQ], None]) -> None:
+    """T03: a UID of 300-3,000 characters in an item (at most 64, PS3.5 9.1) makes the RQ
+    undecodable: an A-ABORT (PS3.8 9.2 AA-1, invalid PDU), no overflow, no crash."""
+    with RawPeer(fast_node.port) as peer:
+        peer.send(_rq_with(change))
+        replies = _closed_within(peer, 5)
+    assert [r.pdu_type for r in replies] == [0x07]
+    recovered(fast_node)
+
+
+def test_more_than_128_contexts_and_duplicate_ids_get_one_answer_per_id(fast_node: Any) -> None:
+    """T03, PS3.8 9.3.2.2: context IDs are odd, 1-255, so 129 contexts repeat one; each ID
+    gets exactly one result and the association works."""
+    contexts = [((2 * i + 1) % 256, VERIFICATION, (IMPLICIT_LE,)) for i in range(129)]
+    with RawPeer(fast_node.port) as peer:
+        peer.send(associate_rq(contexts))
+        ac = peer.receive()
+        assert isinstance(ac, Reply) and ac.pdu_type == 0x02
+        assert sorted(ac.context_results) == list(range(1, 256, 2))
+        peer.send(release_rq())
+        assert [r.pdu_type for r in _closed_within(peer, 5)] == [0x06]
+    recovered(fast_node)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+@pytest.mark.xfail(strict=True, reason=(
+    "pynetdicom raises ValueError decoding an even presentation context ID (fsm.py AE-6, "
+    "presentation.py context_id): the connection's DUL thread dies and the peer gets no "
+    "A-ASSOCIATE-RJ nor a per-context rejection, only a close at the ACSE timeout"))
+def test_an_even_context_id_gets_a_rejection(fast_node: Any) -> None:
+    """T03, PS3.8 9.3.2.2: an even context ID is answered, by RJ or a per-context result."""
+    with RawPeer(fast_node.port) as peer:
+        peer.send(associate_rq(((2, VERIFICATION, (IMPLICIT_LE,)),)))
+        reply = peer.receive()
+    assert isinstance(reply, Reply) and reply.pdu_type in (0x02, 0x03)
 
 
 # -- T04: not DICOM at all ---------------------------------------------------------------
