@@ -10,15 +10,22 @@ pynetdicom's ``tests/parrot.py``, from the requestor's side.
 
 from __future__ import annotations
 
+import os
 import socket
-from io import BytesIO
 import struct
+import sys
+import threading
 import time
+import traceback
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from pydicom.dataset import Dataset
+from pynetdicom.dsutils import decode
 from pynetdicom.dimse_messages import C_ECHO_RQ, C_STORE_RQ
 from pynetdicom.dimse_primitives import C_ECHO, C_STORE
 from pynetdicom.pdu import (
@@ -38,9 +45,13 @@ from pynetdicom.pdu_primitives import (
 )
 from pynetdicom.presentation import PresentationContext
 
+from tests.conftest import wait_until
+
 __all__ = [
     "APPLICATION_CONTEXT", "IMPLICIT_LE", "VERIFICATION", "Closed", "RawPeer", "Reply",
-    "abort", "associate_rq", "echo_rq", "pdu", "release_rq", "store_rq",
+    "FAST", "abort", "associate_rq", "closed_within", "describe_resources", "dimse_status",
+    "echo_rq", "echo_works",
+    "pdu", "recovered", "release_rq", "resources", "rss_kib", "store_rq", "warmed_up",
 ]
 
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
@@ -246,3 +257,88 @@ class RawPeer:
             if isinstance(reply, Closed):
                 return replies
             replies.append(reply)
+
+
+# -- checks shared by the fault tests --------------------------------------------------------
+
+#: one-second timeouts, so that cases that wait on them run in seconds
+FAST = {"limits.acse_timeout": 1, "limits.dimse_timeout": 1, "limits.network_timeout": 1}
+
+
+def dimse_status(reply: Reply | Closed) -> int | None:
+    """The Status (0000,0900) of a DIMSE response that fits in one P-DATA-TF, else None."""
+    if not isinstance(reply, Reply) or not isinstance(reply.decoded, P_DATA_TF):
+        return None
+    # each PDV: a message control header byte, then the command set (PS3.8 E.2)
+    command = b"".join(item.data[1:] for item in reply.decoded.presentation_data_value_items)
+    return int(decode(BytesIO(command), True, True).Status)
+
+
+def echo_works(port: int) -> bool:
+    """A normal association: A-ASSOCIATE-AC, C-ECHO answered 0x0000, A-RELEASE-RP."""
+    with RawPeer(port) as peer:
+        peer.send(associate_rq())
+        ac = peer.receive()
+        if not isinstance(ac, Reply) or ac.pdu_type != 0x02 or ac.context_results != {1: 0}:
+            return False
+        peer.send(*echo_rq())
+        status = dimse_status(peer.receive())
+        peer.send(release_rq())
+        return status == 0x0000 and getattr(peer.receive(), "pdu_type", None) == 0x06
+
+
+def resources() -> tuple[int, int]:
+    """This process's thread count and open file descriptors (RELIABILITY I4)."""
+    return threading.active_count(), len(os.listdir("/proc/self/fd"))
+
+
+def rss_kib() -> int:
+    """This process's resident set size in KiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def warmed_up(node: Any) -> Any:
+    """The node after one echo, with its ``baseline`` of threads and descriptors."""
+    assert echo_works(node.port)
+    time.sleep(0.2)
+    node.baseline = resources()
+    return node
+
+
+def recovered(node: Any, timeout: float = 10.0) -> None:
+    """The node still serves an echo, and threads and descriptors return to the baseline.
+
+    The database pool keeps up to its configured size of connections that a burst opened
+    (bounded by configuration, not by the peers); it is emptied before counting.
+    """
+    assert echo_works(node.port)
+    node.app.engine.dispose()
+    threads, fds = node.baseline
+    wait_until(lambda: resources()[0] <= threads and resources()[1] <= fds, timeout=timeout,
+               what=f"threads and fds back to {node.baseline}: {describe_resources()}")
+
+
+def describe_resources() -> str:
+    """The live threads and open descriptors, for a failure message."""
+    frames = sys._current_frames()
+    names = sorted(f"{t.name} at {traceback.format_stack(frames[t.ident])[-1].strip()}"
+                   if t.name.startswith("Acceptor") and t.ident in frames else t.name
+                   for t in threading.enumerate())
+    targets = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            targets.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            pass
+    return f"threads={names} fds={sorted(targets)}"
+
+
+def closed_within(peer: RawPeer, seconds: float) -> list[Reply]:
+    """What the node sends before it closes the connection, failing if it does not in time."""
+    started = time.monotonic()
+    replies = peer.receive_until_closed(timeout=seconds)
+    assert time.monotonic() - started < seconds, "the node did not close in time"
+    return replies

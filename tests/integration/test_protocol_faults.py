@@ -10,9 +10,6 @@ cases that wait on them run in seconds.
 
 from __future__ import annotations
 
-import io
-import os
-import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -21,12 +18,13 @@ from typing import Any
 import pytest
 from pydicom import dcmread
 from pydicom.uid import UID
-from pynetdicom.dsutils import decode, encode
+from pynetdicom.dsutils import encode
 from pynetdicom.pdu import A_ASSOCIATE_RQ
 
 from tests.conftest import wait_until
 from tests.corpus import make_clinic_study
 from tests.rawpeer import (
+    FAST,
     IMPLICIT_LE,
     VERIFICATION,
     Closed,
@@ -34,63 +32,23 @@ from tests.rawpeer import (
     Reply,
     abort,
     associate_rq,
+    closed_within,
+    echo_works,
     echo_rq,
     pdu,
+    recovered,
     release_rq,
     store_rq,
+    warmed_up,
 )
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
-FAST = {"limits.acse_timeout": 1, "limits.dimse_timeout": 1, "limits.network_timeout": 1}
-
-
-def _resources() -> tuple[int, int]:
-    return threading.active_count(), len(os.listdir("/proc/self/fd"))
-
-
-def echo_works(node: Any) -> bool:
-    """A normal association: A-ASSOCIATE-AC, C-ECHO answered 0x0000, A-RELEASE-RP."""
-    with RawPeer(node.port) as peer:
-        peer.send(associate_rq())
-        ac = peer.receive()
-        if not isinstance(ac, Reply) or ac.pdu_type != 0x02 or ac.context_results != {1: 0}:
-            return False
-        peer.send(*echo_rq())
-        rsp = peer.receive()
-        if not isinstance(rsp, Reply) or rsp.pdu_type != 0x04:
-            return False
-        # each PDV: a message control header byte, then the command set (PS3.8 E.2)
-        command = b"".join(item.data[1:] for item in rsp.decoded.presentation_data_value_items)
-        status = decode(io.BytesIO(command), True, True).Status
-        peer.send(release_rq())
-        rp = peer.receive()
-        return status == 0x0000 and getattr(rp, "pdu_type", None) == 0x06
 
 
 @pytest.fixture
 def fast_node(make_node: Callable[..., Any]) -> Any:
     """A node with one-second timeouts, warmed up by one echo, and its resource baseline."""
-    node = make_node(**FAST)
-    assert echo_works(node)
-    time.sleep(0.2)
-    node.baseline = _resources()
-    return node
-
-
-def recovered(node: Any) -> None:
-    """The node still serves an echo, and threads and descriptors return to the baseline."""
-    assert echo_works(node)
-    threads, fds = node.baseline
-    wait_until(lambda: _resources()[0] <= threads and _resources()[1] <= fds, timeout=10,
-               what=f"threads and fds back to {node.baseline} (now {_resources()})")
-
-
-def _closed_within(peer: RawPeer, seconds: float) -> list[Reply]:
-    """What the node sends before it closes the connection, failing if it does not in time."""
-    started = time.monotonic()
-    replies = peer.receive_until_closed(timeout=seconds)
-    assert time.monotonic() - started < seconds
-    return replies
+    return warmed_up(make_node(**FAST))
 
 
 # -- T03: malformed A-ASSOCIATE-RQ ---------------------------------------------------------
@@ -139,7 +97,7 @@ def test_a_malformed_associate_rq_is_rejected(fast_node: Any, rq: Callable[[], b
     requires one) gets (1, 2, 1)."""
     with RawPeer(fast_node.port) as peer:
         peer.send(rq())
-        replies = _closed_within(peer, 5)
+        replies = closed_within(peer, 5)
     assert [r.rejection for r in replies] == [rejection]
     recovered(fast_node)
 
@@ -152,7 +110,7 @@ def test_over_long_uids_in_items_get_an_abort_without_harm(
     undecodable: an A-ABORT (PS3.8 9.2 AA-1, invalid PDU), no overflow, no crash."""
     with RawPeer(fast_node.port) as peer:
         peer.send(_rq_with(change))
-        replies = _closed_within(peer, 5)
+        replies = closed_within(peer, 5)
     assert [r.pdu_type for r in replies] == [0x07]
     recovered(fast_node)
 
@@ -167,7 +125,7 @@ def test_more_than_128_contexts_and_duplicate_ids_get_one_answer_per_id(fast_nod
         assert isinstance(ac, Reply) and ac.pdu_type == 0x02
         assert sorted(ac.context_results) == list(range(1, 256, 2))
         peer.send(release_rq())
-        assert [r.pdu_type for r in _closed_within(peer, 5)] == [0x06]
+        assert [r.pdu_type for r in closed_within(peer, 5)] == [0x06]
     recovered(fast_node)
 
 
@@ -197,7 +155,7 @@ def test_non_dicom_bytes_get_an_abort_and_the_connection_closed(fast_node: Any,
     within the network timeout: the peer cannot hold the connection's thread."""
     with RawPeer(fast_node.port) as peer:
         peer.send(garbage)
-        replies = _closed_within(peer, 5)
+        replies = closed_within(peer, 5)
     assert replies and all(r.pdu_type == 0x07 for r in replies)
     assert replies[0].abort[0] in (0, 2)  # AA-1 names the service user as source
     recovered(fast_node)
@@ -209,7 +167,7 @@ def test_a_truncated_pdu_is_dropped_at_the_network_timeout(fast_node: Any) -> No
     """T05/T08: a PDU header announcing more than ever arrives: closed at the timeout."""
     with RawPeer(fast_node.port) as peer:
         peer.send(associate_rq()[:40])
-        _closed_within(peer, 5)
+        closed_within(peer, 5)
     recovered(fast_node)
 
 
@@ -240,7 +198,7 @@ def test_pdv_item_longer_than_its_pdu_gets_an_abort(fast_node: Any, item_length:
         good = echo_rq()[0]
         bad = good[:6] + item_length.to_bytes(4, "big") + good[10:]
         peer.send(bad)
-        replies = _closed_within(peer, 5)
+        replies = closed_within(peer, 5)
     assert [r.pdu_type for r in replies] == [0x07]
     recovered(fast_node)
 
@@ -258,7 +216,7 @@ def test_a_pdu_before_the_association_gets_an_abort(fast_node: Any,
     the connection closes."""
     with RawPeer(fast_node.port) as peer:
         peer.send(first())
-        replies = _closed_within(peer, 5)
+        replies = closed_within(peer, 5)
     assert [r.pdu_type for r in replies] == [0x07]
     recovered(fast_node)
 
@@ -276,7 +234,7 @@ def test_a_pdu_out_of_sequence_in_an_association_gets_an_abort(
         peer.send(associate_rq())
         assert getattr(peer.receive(), "pdu_type", None) == 0x02
         peer.send(second())
-        replies = _closed_within(peer, 5)
+        replies = closed_within(peer, 5)
     assert [r.abort for r in replies] == [(2, 0)]
     recovered(fast_node)
 
@@ -287,7 +245,7 @@ def test_a_peer_abort_ends_the_association_quietly(fast_node: Any) -> None:
         peer.send(associate_rq())
         assert getattr(peer.receive(), "pdu_type", None) == 0x02
         peer.send(abort(0, 0))
-        assert _closed_within(peer, 5) == []
+        assert closed_within(peer, 5) == []
     recovered(fast_node)
 
 
@@ -327,7 +285,7 @@ def test_an_association_idle_mid_dataset_is_aborted_and_leaves_no_file(
         sent = pdus[:3] if cut == "between-pdus" else [*pdus[:2], pdus[2][:100]]
         peer.send(*sent)
         wait_until(lambda: any(receiving.iterdir()), timeout=5, what="a partial receive")
-        replies = _closed_within(peer, 6)
+        replies = closed_within(peer, 6)
     assert all(r.pdu_type == 0x07 for r in replies)
     wait_until(lambda: not any(receiving.iterdir()), timeout=5,
                what=f"no partial file left in {receiving}")
@@ -342,6 +300,6 @@ def test_a_stalled_peer_does_not_stall_others(fast_node: Any) -> None:
     with RawPeer(fast_node.port) as stalled:
         stalled.send(associate_rq()[:20])
         started = time.monotonic()
-        assert echo_works(fast_node)
+        assert echo_works(fast_node.port)
         assert time.monotonic() - started < 0.5
     recovered(fast_node)
