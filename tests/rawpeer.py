@@ -287,9 +287,14 @@ def echo_works(port: int) -> bool:
         return status == 0x0000 and getattr(peer.receive(), "pdu_type", None) == 0x06
 
 
+#: thread pools the node keeps once started, bounded by their own size (storage/_fsutil.py)
+_POOLED_THREADS = ("storage-io",)
+
+
 def resources() -> tuple[int, int]:
-    """This process's thread count and open file descriptors (RELIABILITY I4)."""
-    return threading.active_count(), len(os.listdir("/proc/self/fd"))
+    """This process's threads (less the bounded pools) and open descriptors (RELIABILITY I4)."""
+    threads = [t for t in threading.enumerate() if not t.name.startswith(_POOLED_THREADS)]
+    return len(threads), len(os.listdir("/proc/self/fd"))
 
 
 def rss_kib() -> int:
@@ -324,8 +329,9 @@ def recovered(node: Any, timeout: float = 10.0) -> None:
 def describe_resources() -> str:
     """The live threads and open descriptors, for a failure message."""
     frames = sys._current_frames()
-    names = sorted(f"{t.name} at {traceback.format_stack(frames[t.ident])[-1].strip()}"
-                   if t.name.startswith("Acceptor") and t.ident in frames else t.name
+    names = sorted(f"{t.name} ({type(t).__name__}) at "
+                   f"{' / '.join(x.strip() for x in traceback.format_stack(frames[t.ident])[-3:])}"
+                   if t.ident in frames else t.name
                    for t in threading.enumerate())
     targets = []
     for fd in os.listdir("/proc/self/fd"):

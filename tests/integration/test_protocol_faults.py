@@ -21,6 +21,10 @@ from pydicom.uid import UID
 from pynetdicom.dsutils import encode
 from pynetdicom.pdu import A_ASSOCIATE_RQ
 
+from sqlalchemy import func, select
+
+from storage.db import session_scope
+from storage.models import Instance
 from tests.conftest import wait_until
 from tests.corpus import make_clinic_study
 from tests.rawpeer import (
@@ -33,6 +37,7 @@ from tests.rawpeer import (
     abort,
     associate_rq,
     closed_within,
+    dimse_status,
     echo_works,
     echo_rq,
     pdu,
@@ -43,6 +48,11 @@ from tests.rawpeer import (
 )
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
+
+
+def _indexed(node: Any) -> int:
+    with session_scope(node.app.engine) as session:
+        return int(session.scalar(select(func.count()).select_from(Instance)) or 0)
 
 
 @pytest.fixture
@@ -260,12 +270,20 @@ def test_connect_then_silence_is_closed_at_the_acse_timeout(fast_node: Any) -> N
     recovered(fast_node)
 
 
+def _stores(tmp_path: Any, count: int = 1) -> list[list[bytes]]:
+    """C-STORE-RQs of ``count`` instances of one study, each as its P-DATA-TF PDUs."""
+    study = make_clinic_study(tmp_path / "study", series=1, per_series=count, jpeg=False)
+    requests = []
+    for path in study.files.values():
+        ds = dcmread(path)
+        encoded = encode(ds, True, True)
+        assert encoded is not None
+        requests.append(store_rq(ds, encoded, max_pdu=4096))
+    return requests
+
+
 def _partial_store(tmp_path: Any) -> list[bytes]:
-    study = make_clinic_study(tmp_path / "study", series=1, per_series=1, jpeg=False)
-    ds = dcmread(next(iter(study.files.values())))
-    encoded = encode(ds, True, True)
-    assert encoded is not None
-    return store_rq(ds, encoded, max_pdu=4096)
+    return _stores(tmp_path)[0]
 
 
 @pytest.mark.parametrize("cut", ["between-pdus", "inside-a-pdu"])
@@ -290,6 +308,31 @@ def test_an_association_idle_mid_dataset_is_aborted_and_leaves_no_file(
     wait_until(lambda: not any(receiving.iterdir()), timeout=5,
                what=f"no partial file left in {receiving}")
     assert fast_node.app.spool.depth() == 0
+    recovered(fast_node)
+
+
+def test_an_abort_mid_store_keeps_the_acknowledged_and_discards_the_partial(
+        fast_node: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """T25: two C-STOREs answered 0x0000, then an A-ABORT halfway through the third: the
+    two are indexed (I1, I2), the third leaves no file and is not indexed."""
+    import tempfile
+
+    receiving = fast_node.receiving_dir
+    monkeypatch.setattr(tempfile, "tempdir", str(receiving))
+    first, second, third = _stores(tmp_path, 3)
+    with RawPeer(fast_node.port) as peer:
+        peer.send(associate_rq(((1, CT_IMAGE, (IMPLICIT_LE,)),)))
+        assert getattr(peer.receive(), "context_results", None) == {1: 0}
+        for request in (first, second):
+            peer.send(*request)
+            assert dimse_status(peer.receive()) == 0x0000
+        peer.send(*third[:3])
+        wait_until(lambda: any(receiving.iterdir()), timeout=5, what="a partial receive")
+        peer.send(abort(0, 0))
+        assert closed_within(peer, 5) == []
+    wait_until(lambda: not any(receiving.iterdir()), timeout=5, what="the partial file removed")
+    wait_until(lambda: _indexed(fast_node) == 2 and fast_node.app.spool.depth() == 0,
+               timeout=20, what="the two acknowledged instances indexed")
     recovered(fast_node)
 
 
