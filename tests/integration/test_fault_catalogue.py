@@ -37,7 +37,9 @@ CATALOGUE: dict[str, Case] = {
     "T01": Case("partial", (
         f"{RECEIVE}::test_unknown_caller_is_rejected_where_store_is_closed",
         f"{RECEIVE}::test_wrong_called_ae_title_is_rejected",
-    ), "RJ (1,1,3) and (1,1,7) asserted; the audit record (Security Alert) is not"),
+        f"{RAW}::test_an_unregistered_caller_is_rejected_and_audited",
+    ), "RJ (1,1,3) with its audit record and RJ (1,1,7) asserted; the audit record of a "
+       "called-AE mismatch is not"),
     "T02": Case("partial", (
         f"{TLS}::test_required_client_certificate_refuses_none_and_strangers",
     ), "TLS client certificate only; a registered AE title from an unregistered address "

@@ -23,6 +23,7 @@ from pynetdicom.pdu import A_ASSOCIATE_RQ
 
 from sqlalchemy import func, select
 
+from storage import audit
 from storage.db import session_scope
 from storage.models import Instance
 from tests.conftest import wait_until
@@ -48,6 +49,12 @@ from tests.rawpeer import (
 )
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
+
+
+def _rejections(node: Any) -> list[tuple[str, str]]:
+    with session_scope(node.app.engine) as session:
+        return [(e.actor, str(e.outcome.value))
+                for e in audit.list_events(session, event="association-rejected")]
 
 
 def _indexed(node: Any) -> int:
@@ -109,7 +116,20 @@ def test_a_malformed_associate_rq_is_rejected(fast_node: Any, rq: Callable[[], b
         peer.send(rq())
         replies = closed_within(peer, 5)
     assert [r.rejection for r in replies] == [rejection]
+    if rejection != (1, 2, 2):  # pynetdicom refuses the version before the node is asked
+        assert _rejections(fast_node) == [("CLINIC", "failure")]  # I5
     recovered(fast_node)
+
+
+def test_an_unregistered_caller_is_rejected_and_audited(make_node: Callable[..., Any]) -> None:
+    """T01, I5: an unregistered calling AE where store is closed gets RJ (1, 1, 3) and
+    leaves an ``association-rejected`` audit record naming it."""
+    node = make_node(**FAST, **{"policy.loopback_store_open": False})
+    with RawPeer(node.port) as peer:
+        peer.send(associate_rq(calling="STRANGER"))
+        replies = closed_within(peer, 5)
+    assert [r.rejection for r in replies] == [(1, 1, 3)]
+    assert _rejections(node) == [("STRANGER", "failure")]
 
 
 @pytest.mark.parametrize("change", [_long_abstract, _long_transfer, _long_implementation],
