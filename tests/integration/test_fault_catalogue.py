@@ -84,8 +84,9 @@ CATALOGUE: dict[str, Case] = {
        "flood is not tested (an in-flight C-ECHO is)"),
     "T11": Case("partial", (
         f"{FAULTS}::test_path_as_dataset_sop_instance_uid_gets_a900_and_nothing_is_written",
-    ), "a path in the dataset's UID only; a path, NUL padding or letters in the command's "
-       "AffectedSOPInstanceUID and the audit record are not tested"),
+        f"{LIMITS}::test_a_path_as_the_commands_instance_uid_writes_nothing",
+    ), "paths, letters and NUL padding in the dataset's and the command's UID are tested; "
+       "the 65-character UID and the audit record are not"),
     "T12": Case("covered", (
         f"{RECEIVE}::test_dataset_uid_differing_from_the_request_gets_a900",
     )),

@@ -10,19 +10,25 @@ T18, T19), driven by the raw peer (tests/rawpeer.py).
   result 4, transfer syntaxes not supported (PS3.8 Table 9-18).
 - T19: an unknown or private SOP Class gets result 3, abstract syntax not
   supported; pynetdicom's ``UNRESTRICTED_STORAGE_SERVICE`` stays off.
+- T11: a path, letters or NUL padding in a C-STORE-RQ's Affected SOP Instance
+  UID: aborted or 0xA900, and no file written.
 """
 
 from __future__ import annotations
 
 import socket
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+from pydicom import dcmread
 from pynetdicom import _config as pynetdicom_config
+from pynetdicom.dsutils import encode
 from pynetdicom.pdu import A_ASSOCIATE_AC
 
 from tests.conftest import wait_until
+from tests.corpus import make_clinic_study
 from tests.rawpeer import (
     FAST,
     IMPLICIT_LE,
@@ -38,6 +44,7 @@ from tests.rawpeer import (
     recovered,
     release_rq,
     rss_kib,
+    store_rq,
     warmed_up,
 )
 
@@ -146,4 +153,55 @@ def test_unknown_sop_class_is_refused_with_reason_3(fast_node: Any, sop_class: s
         peer.send(release_rq())
         closed_within(peer, 5)
     assert {cx: result for cx, (result, _) in results.items()} == {1: 3, 3: 0}
+    recovered(fast_node)
+
+
+# -- T11: a path or a malformed UID in the command's Affected SOP Instance UID -------------
+
+PLACEHOLDER = "1.2.3.4.5.6.7.8.90"  # as long as each bad value, so the lengths stay right
+
+
+# pydicom warns about the bad UI value as the node decodes it (an error under this suite's
+# filterwarnings, which would end the node's thread instead of what it does in service)
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI:UserWarning")
+@pytest.mark.parametrize(("bad", "outcome"), [
+    pytest.param(b"../../etc/cron.d/x", "abort", id="relative-path"),
+    pytest.param(b"/abs/path/xxxxxxxx", "abort", id="absolute-path"),
+    pytest.param(b"1.2.abc.4.5.6.7.89", "abort", id="letters"),
+    pytest.param(b"1.2.3" + b"\0" * 13, 0xA900, id="nul-padded"),
+])
+def test_a_path_as_the_commands_instance_uid_writes_nothing(
+        fast_node: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        bad: bytes, outcome: str | int) -> None:
+    """T11, I3: the C-STORE-RQ's AffectedSOPInstanceUID (PS3.7 9.3.1.1) is a path, has
+    letters or is NUL-padded: the association is aborted (pynetdicom decodes UIDs
+    strictly) or the C-STORE gets 0xA900; no file is written anywhere, nothing spooled."""
+    import tempfile
+
+    receiving = fast_node.receiving_dir
+    monkeypatch.setattr(tempfile, "tempdir", str(receiving))
+    study = make_clinic_study(tmp_path / "study", series=1, per_series=1, jpeg=False)
+    ds = dcmread(next(iter(study.files.values())))
+    encoded = encode(ds, True, True)
+    assert encoded is not None and len(bad) == len(PLACEHOLDER)
+    command = ds.copy()
+    command.SOPInstanceUID = PLACEHOLDER
+    pdus = store_rq(command, encoded)
+    pdus[0] = pdus[0].replace(PLACEHOLDER.encode(), bad)
+    before = {p for p in tmp_path.rglob("*")}
+    with RawPeer(fast_node.port) as peer:
+        peer.send(associate_rq(((1, CT_IMAGE, (IMPLICIT_LE,)),)))
+        assert getattr(peer.receive(), "context_results", None) == {1: 0}
+        peer.send(*pdus)
+        reply = peer.receive()
+        if outcome == "abort":
+            assert isinstance(reply, Reply) and reply.pdu_type == 0x07
+        else:
+            assert dimse_status(reply) == outcome
+            peer.send(release_rq())
+        closed_within(peer, 5)
+    wait_until(lambda: not any(receiving.iterdir()), timeout=5, what="no file left received")
+    assert fast_node.app.spool.depth() == 0
+    assert {p for p in tmp_path.rglob("*")} - before == set()
+    assert not Path("/etc/cron.d/x").exists() and not Path("/abs").exists()
     recovered(fast_node)
