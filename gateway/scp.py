@@ -53,6 +53,7 @@ from pydicom.uid import (
     RLELossless,
 )
 from pynetdicom import AllStoragePresentationContexts, evt
+from pynetdicom._globals import APPLICATION_CONTEXT_NAME
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelFind,
@@ -64,6 +65,7 @@ from .commitment import ACCEPTOR_ROLES, PUSH_MODEL, handle_event_report, refuse_
 from .contexts import SharedContexts
 from .find import handle_find, handle_sop_extended
 from .handlers import handle_echo, handle_store
+from .partial import discard_partial_receive
 from .policy import admit, record_admission, record_refusal, record_rejection
 from .retrieve import GET_SOP_CLASSES, MOVE_SOP_CLASSES, RetrieveAE, handle_get, handle_move
 from .tls import client_fingerprint, start_tls_server
@@ -124,10 +126,18 @@ def build_ae(app: App) -> RetrieveAE:
 
 
 def set_tcp_nodelay(event: Any) -> None:
-    """EVT_CONN_OPEN: turn Nagle's algorithm off on the association's socket."""
+    """EVT_CONN_OPEN: turn Nagle's algorithm off on the association's socket, and bound reads.
+
+    An accepted socket is blocking (Python's ``accept`` drops the listener's
+    timeout), and pynetdicom reads a PDU to its end once its first bytes are
+    in: a peer that stops mid-PDU held the connection's two threads until it
+    chose to close (RELIABILITY T04, T05, T08). With ``network_timeout`` on
+    the socket such a read ends, and the association with it.
+    """
     sock = event.assoc.dul.socket
     if sock is not None and sock.socket is not None:
         sock.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.socket.settimeout(event.assoc.network_timeout)
 
 
 def _on_requested(event: Any, app: App) -> None:
@@ -137,13 +147,17 @@ def _on_requested(event: Any, app: App) -> None:
     called = str(primitive.called_ae_title).strip()
     address = str(assoc.requestor.address)
     decision = admit(app, calling, called, address, client_fingerprint(assoc))
-    if not decision.admitted and decision.reject is not None:
-        result, source, reason = decision.reject
+    refusal = _malformed(primitive)
+    if refusal is None and not decision.admitted and decision.reject is not None:
+        refusal = decision.reject, decision.reason
+    if refusal is not None:
+        reject, reason = refusal
+        result, source, diagnostic = reject
         record_refusal(app, "association-rejected", calling,
-                       f"{decision.reason} address={address} rj={result},{source},{reason}")
+                       f"{reason} address={address} rj={result},{source},{diagnostic}")
         # as pynetdicom's own acceptor does: queue the A-ASSOCIATE-RJ, then stop the
         # DUL once it has sent it, so the socket is not closed before the peer reads it
-        assoc.acse.send_reject(*decision.reject)
+        assoc.acse.send_reject(*reject)
         assoc.kill()
         return
     assoc.gateway_decision = decision
@@ -168,6 +182,21 @@ def _on_rejected(event: Any, app: App) -> None:
                      rj)
 
 
+def _malformed(primitive: Any) -> tuple[tuple[int, int, int], str] | None:
+    """An A-ASSOCIATE-RQ pynetdicom accepts although PS3.8 does not (RELIABILITY T03).
+
+    A non-DICOM application context name (PS3.7 A.2.1, PS3.8 7.1.1.2): RJ
+    permanent, service user, application-context-name-not-supported (1, 1, 2).
+    No presentation context (PS3.8 9.3.2 requires one or more): RJ permanent,
+    ACSE, no reason given (1, 2, 1).
+    """
+    if str(primitive.application_context_name) != APPLICATION_CONTEXT_NAME:
+        return (1, 1, 2), "application context not supported"
+    if not primitive.presentation_context_definition_list:
+        return (1, 2, 1), "no presentation context proposed"
+    return None
+
+
 def start_listener(app: App, ae: RetrieveAE | None = None, *,
                    tls: ssl.SSLContext | None = None) -> ThreadedAssociationServer:
     """Start serving on ``listener.bind``:``listener.port`` (port 0 picks a free one).
@@ -178,6 +207,7 @@ def start_listener(app: App, ae: RetrieveAE | None = None, *,
     ae = ae or build_ae(app)
     handlers: list[Any] = [
         (evt.EVT_CONN_OPEN, set_tcp_nodelay),
+        (evt.EVT_CONN_CLOSE, discard_partial_receive),
         (evt.EVT_REQUESTED, _on_requested, [app]),
         (evt.EVT_ACCEPTED, _on_accepted, [app]),
         (evt.EVT_REJECTED, _on_rejected, [app]),

@@ -1,0 +1,187 @@
+"""Which tests cover each case T01-T30 of the fault catalogue (shared/RELIABILITY.md).
+
+``CATALOGUE`` maps every case to the tests that exercise it, as
+``path::function``, and to a note saying what is left: ``covered`` when the
+tests assert the table's expected behaviour, ``partial`` when some of the
+case's inputs or expectations are not tested (the note says which), and
+``not covered`` when nothing tests it yet. The tests below keep the map
+honest: every case is listed, every named test exists as a top-level test
+function of the named file, and a case that is not covered names no test.
+"""
+
+from __future__ import annotations
+
+import ast
+from functools import lru_cache
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+RAW = "tests/integration/test_protocol_faults.py"
+LIMITS = "tests/integration/test_node_limits.py"
+RECEIVE = "tests/integration/test_node_receive.py"
+FAULTS = "tests/integration/test_node_faults.py"
+TLS = "tests/integration/test_tls.py"
+
+
+class Case(NamedTuple):
+    status: str  # covered | partial | not covered
+    tests: tuple[str, ...]
+    note: str = ""
+
+
+CATALOGUE: dict[str, Case] = {
+    "T01": Case("partial", (
+        f"{RECEIVE}::test_unknown_caller_is_rejected_where_store_is_closed",
+        f"{RECEIVE}::test_wrong_called_ae_title_is_rejected",
+        f"{RAW}::test_an_unregistered_caller_is_rejected_and_audited",
+    ), "RJ (1,1,3) with its audit record and RJ (1,1,7) asserted; the audit record of a "
+       "called-AE mismatch is not"),
+    "T02": Case("partial", (
+        f"{TLS}::test_required_client_certificate_refuses_none_and_strangers",
+    ), "TLS client certificate only; a registered AE title from an unregistered address "
+       "and the audit record are not tested"),
+    "T03": Case("covered", (
+        f"{RAW}::test_a_malformed_associate_rq_is_rejected",
+        f"{RAW}::test_over_long_uids_in_items_get_an_abort_without_harm",
+        f"{RAW}::test_more_than_128_contexts_and_duplicate_ids_get_one_answer_per_id",
+        f"{RAW}::test_an_even_context_id_gets_a_rejection",
+    ), "even context ID: strict xfail (pynetdicom's DUL thread dies, no RJ); over-long "
+       "UIDs get an A-ABORT (undecodable PDU) rather than an RJ"),
+    "T04": Case("covered", (
+        f"{RAW}::test_non_dicom_bytes_get_an_abort_and_the_connection_closed",
+    )),
+    "T05": Case("partial", (
+        f"{RAW}::test_a_truncated_pdu_is_dropped_at_the_network_timeout",
+        f"{RAW}::test_pdu_length_over_the_maximum_is_aborted_at_once",
+    ), "a declared length over the negotiated maximum: strict xfail (pynetdicom reads it "
+       "without checking; no A-ABORT reason 6); RSS under the trickle is not sampled"),
+    "T06": Case("covered", (
+        f"{RAW}::test_pdv_item_longer_than_its_pdu_gets_an_abort",
+    )),
+    "T07": Case("covered", (
+        f"{RAW}::test_a_pdu_before_the_association_gets_an_abort",
+        f"{RAW}::test_a_pdu_out_of_sequence_in_an_association_gets_an_abort",
+        f"{RAW}::test_a_peer_abort_ends_the_association_quietly",
+    )),
+    "T08": Case("covered", (
+        f"{RAW}::test_connect_then_silence_is_closed_at_the_acse_timeout",
+        f"{RAW}::test_an_association_idle_mid_dataset_is_aborted_and_leaves_no_file",
+        f"{RAW}::test_a_stalled_peer_does_not_stall_others",
+    )),
+    "T09": Case("covered", (
+        f"{TLS}::test_a_silent_client_stalls_nobody",
+        f"{TLS}::test_a_silent_client_is_dropped_after_the_handshake_timeout",
+        f"{TLS}::test_tls_1_1_and_a_plain_client_are_refused_cleanly",
+        f"{TLS}::test_required_client_certificate_refuses_none_and_strangers",
+    )),
+    "T10": Case("partial", (
+        f"{LIMITS}::test_a_flood_past_the_association_limit_is_refused_and_the_node_recovers",
+    ), "scaled down (20 connects, 40 requests, limit 4); an in-flight C-STORE during the "
+       "flood is not tested (an in-flight C-ECHO is)"),
+    "T11": Case("partial", (
+        f"{FAULTS}::test_path_as_dataset_sop_instance_uid_gets_a900_and_nothing_is_written",
+        f"{LIMITS}::test_a_path_as_the_commands_instance_uid_writes_nothing",
+    ), "paths, letters and NUL padding in the dataset's and the command's UID are tested; "
+       "the 65-character UID and the audit record are not"),
+    "T12": Case("covered", (
+        f"{RECEIVE}::test_dataset_uid_differing_from_the_request_gets_a900",
+    )),
+    "T13": Case("partial", (
+        f"{RECEIVE}::test_truncated_dataset_gets_c000_and_nothing_is_kept",
+    ), "an element cut short; a last-fragment flag arriving early is not tested"),
+    "T14": Case("not covered", (), "no huge defined length or endless item stream is sent"),
+    "T15": Case("not covered", (), "the anonymizer's depth limit has unit and CLI tests "
+                "(test_engine.py, test_anonymize.py), but no nested dataset is sent to the node"),
+    "T16": Case("not covered", (), "no wrong-VR dataset is sent to the node or indexer"),
+    "T17": Case("not covered", (), "no image without or with short PixelData is sent"),
+    "T18": Case("covered", (
+        f"{LIMITS}::test_deflated_transfer_syntax_is_refused_per_context",
+    ), "refused per context (result 4), so no deflated bytes can be sent"),
+    "T19": Case("covered", (
+        f"{LIMITS}::test_unknown_sop_class_is_refused_with_reason_3",
+    )),
+    "T20": Case("not covered", (), "no character-set abuse or log injection is tested"),
+    "T21": Case("not covered", (), "no import with a non-zero preamble is tested"),
+    "T22": Case("partial", (
+        f"{RECEIVE}::test_the_same_instance_twice_is_stored_once",
+        "tests/integration/test_ingest_batch.py"
+        "::test_the_same_instance_twice_in_a_batch_is_indexed_once_and_keeps_its_file",
+        "tests/integration/test_storage_index.py"
+        "::test_a_study_under_another_patient_is_a_conflict_and_writes_nothing",
+    ), "(a) same bytes covered; (b) different content through the node, with quarantine "
+       "and audit, is not"),
+    "T23": Case("covered", (
+        "tests/integration/test_node_find.py::test_result_cap_then_a700_and_the_association_goes_on",
+        "tests/integration/test_node_find.py::test_cancel_mid_stream_ends_with_fe00_at_once",
+        "tests/integration/test_node_find.py::test_bad_identifiers_get_a900",
+        "tests/integration/test_node_find.py::test_each_peer_sees_its_scope",
+        "tests/integration/test_node_find.py::test_identifiers_are_not_logged",
+    ), "the cap answers A700, one of the table's two choices"),
+    "T24": Case("partial", (
+        "tests/integration/test_node_retrieve.py::test_unknown_move_destination_gets_a801",
+        "tests/integration/test_node_retrieve.py::test_a_scoped_caller_moves_only_to_its_own_machine",
+    ), "the audit records (110104/110113) are not asserted"),
+    "T25": Case("partial", (
+        f"{RAW}::test_an_abort_mid_store_keeps_the_acknowledged_and_discards_the_partial",
+        f"{RAW}::test_an_association_idle_mid_dataset_is_aborted_and_leaves_no_file",
+    ), "A-ABORT mid-C-STORE; a TCP RST and the forwarding of the acknowledged instances "
+       "are not tested"),
+    "T26": Case("partial", (
+        "tests/interop/test_crash.py::test_kill_9_while_receiving_loses_no_acknowledged_instance",
+        "tests/interop/test_forward_orthanc.py"
+        "::test_kill_9_while_forwarding_300_instances_then_restart_delivers_each_once",
+    ), "kill -9 at a few points, not looped about 1,000 times"),
+    "T27": Case("partial", (
+        f"{FAULTS}::test_disk_full_gets_a700_keeps_nothing_and_recovers_when_space_frees",
+    ), "the spool's disk; the store's disk, the alarm and forwarding meanwhile are not"),
+    "T28": Case("partial", (
+        "tests/integration/test_ingest_batch.py"
+        "::test_a_database_failure_puts_the_whole_batch_back_and_keeps_no_file",
+    ), "ingest side only; a second SQLite writer holding the lock and a stopped "
+       "PostgreSQL during C-STORE are not tested"),
+    "T29": Case("partial", (
+        "tests/integration/test_forward_queue.py"
+        "::test_failed_attempts_back_off_then_the_job_is_a_dead_letter",
+        "tests/integration/test_forward_queue.py"
+        "::test_a_refused_instance_fails_the_job_and_only_it_is_sent_again",
+        "tests/interop/test_forward_orthanc.py"
+        "::test_an_institute_that_is_down_gets_the_study_once_it_is_back",
+    ), "blackholed destinations, expired TLS certificates and the alert are not tested"),
+    "T30": Case("partial", (
+        "tests/unit/test_schedule.py::test_the_window_follows_the_zone_and_daylight_saving",
+        "tests/integration/test_forward_queue.py"
+        "::test_late_instances_go_as_a_follow_up_with_only_themselves",
+    ), "no controllable clock stepping the node's wall clock (+-1 h, NTP step back)"),
+}
+
+STATUSES = {"covered", "partial", "not covered"}
+
+
+@lru_cache(maxsize=None)
+def _test_functions(path: str) -> frozenset[str]:
+    tree = ast.parse((ROOT / path).read_text(encoding="utf-8"))
+    return frozenset(node.name for node in tree.body
+                     if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+                     and node.name.startswith("test_"))
+
+
+def test_every_case_of_the_catalogue_is_listed() -> None:
+    assert list(CATALOGUE) == [f"T{n:02d}" for n in range(1, 31)]
+
+
+@pytest.mark.parametrize("case", sorted(CATALOGUE))
+def test_a_case_names_only_tests_that_exist(case: str) -> None:
+    entry = CATALOGUE[case]
+    assert entry.status in STATUSES
+    assert bool(entry.tests) == (entry.status != "not covered"), (
+        f"{case}: a covered or partial case names its tests; one not covered names none")
+    assert entry.status == "covered" or entry.note, f"{case}: say what is left"
+    for name in entry.tests:
+        path, _, function = name.partition("::")
+        assert (ROOT / path).is_file(), f"{case}: no file {path}"
+        assert function in _test_functions(path), f"{case}: no test {name}"
+
