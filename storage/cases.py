@@ -26,7 +26,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from .case_models import CaseResult, CaseState, CaseUid, ConsultCase, UidLevel
@@ -85,9 +85,24 @@ def _record(session: Session, case: ConsultCase) -> CaseRecord:
         instances=int(instances), results=int(results), institute_study_uid=study_uid)
 
 
-def _set_state(case: ConsultCase, state: CaseState, now: datetime) -> None:
-    case.state = state
-    case.updated_at = now
+def _transition(session: Session, case_id: int, before: Collection[CaseState],
+                after: CaseState, now: datetime) -> bool:
+    """Move a case from one of ``before`` to ``after``; ``False`` when it was in none of them.
+
+    One conditional UPDATE, so that two transactions moving the same case
+    (a forwarder finishing while an administrator closes it) never undo
+    each other: the second sees the first's state, not the one it read.
+    """
+    result = session.execute(
+        update(ConsultCase)
+        .where(ConsultCase.id == case_id, ConsultCase.state.in_(list(before)))
+        .values(state=after, updated_at=now)
+        .execution_options(synchronize_session=False))
+    return bool(getattr(result, "rowcount", 0))
+
+
+def _fresh(session: Session, case_id: int) -> ConsultCase | None:
+    return session.get(ConsultCase, case_id, populate_existing=True)
 
 
 def track(session: Session, study_instance_uid: str, institute: str,
@@ -110,8 +125,8 @@ def track(session: Session, study_instance_uid: str, institute: str,
                            state=CaseState.SENT, created_at=now, updated_at=now)
         session.add(case)
         session.flush()
-    elif case.state is CaseState.DELIVERED:
-        _set_state(case, CaseState.SENT, now)
+    else:
+        _transition(session, case.id, [CaseState.DELIVERED], CaseState.SENT, now)
     rows = session.execute(
         select(Instance.sop_instance_uid, Series.series_instance_uid)
         .join(Series, Instance.series_fk == Series.id)
@@ -127,7 +142,7 @@ def track(session: Session, study_instance_uid: str, institute: str,
                             institute_uid=uid if shared else None)
                     for uid, level in sorted(wanted.items()) if uid not in known)
     session.flush()
-    return _record(session, case)
+    return _record(session, _fresh(session, case.id) or case)
 
 
 def uids_to_fill(session: Session, institute: str | None = None,
@@ -185,9 +200,8 @@ def add_result(session: Session, case_id: int, *, sop_instance_uid: str, sop_cla
                            sop_class_uid=sop_class_uid, transfer_syntax_uid=transfer_syntax_uid,
                            institute_sop_instance_uid=institute_sop_instance_uid,
                            file_path=file_path, received_at=now))
-    if case.state is not CaseState.CLOSED:
-        _set_state(case, CaseState.ANSWERED, now)
     session.flush()
+    _transition(session, case_id, OPEN_CASE_STATES, CaseState.ANSWERED, now)
     return True
 
 
@@ -199,20 +213,17 @@ def on_job_done(session: Session, job_id: int, study_instance_uid: str, destinat
         .join(ForwardItem, ForwardItem.sop_instance_uid == CaseResult.sop_instance_uid)
         .where(ForwardItem.job_fk == job_id)))
     for case_id in returned:
-        case = session.get(ConsultCase, case_id)
-        if case is not None and case.state is CaseState.ANSWERED:
-            _set_state(case, CaseState.RETURNED, now)
-    case = session.scalars(select(ConsultCase).where(
+        _transition(session, case_id, [CaseState.ANSWERED], CaseState.RETURNED, now)
+    sent = session.scalar(select(ConsultCase.id).where(
         ConsultCase.study_instance_uid == study_instance_uid,
-        ConsultCase.institute == destination)).one_or_none()
-    if case is not None and case.state is CaseState.SENT:
-        _set_state(case, CaseState.DELIVERED, now)
-    session.flush()
+        ConsultCase.institute == destination))
+    if sent is not None:
+        _transition(session, sent, [CaseState.SENT], CaseState.DELIVERED, now)
 
 
 def get(session: Session, case_id: int) -> CaseRecord | None:
     """The case with this id, or ``None``."""
-    case = session.get(ConsultCase, case_id)
+    case = _fresh(session, case_id)
     return None if case is None else _record(session, case)
 
 
@@ -220,7 +231,8 @@ def list_cases(session: Session, states: Sequence[CaseState] = (), *,
                institute: str | None = None, study_instance_uid: str | None = None
                ) -> list[CaseRecord]:
     """Cases, newest first, optionally only in ``states``, of one institute or one study."""
-    query = select(ConsultCase).order_by(ConsultCase.id.desc())
+    query = (select(ConsultCase).order_by(ConsultCase.id.desc())
+             .execution_options(populate_existing=True))
     if states:
         query = query.where(ConsultCase.state.in_(states))
     if institute is not None:
@@ -240,13 +252,12 @@ def results_of(session: Session, case_id: int) -> list[ResultRecord]:
 
 def close(session: Session, case_id: int, now: datetime) -> CaseRecord:
     """Close a case; raises :class:`StorageError` when there is none or it is closed."""
-    case = session.get(ConsultCase, case_id)
-    if case is None:
+    if session.get(ConsultCase, case_id) is None:
         raise StorageError(f"case {case_id}: no such case")
-    if case.state is CaseState.CLOSED:
+    if not _transition(session, case_id, OPEN_CASE_STATES, CaseState.CLOSED, now):
         raise StorageError(f"case {case_id}: already closed")
-    _set_state(case, CaseState.CLOSED, now)
-    session.flush()
+    case = _fresh(session, case_id)
+    assert case is not None
     return _record(session, case)
 
 
