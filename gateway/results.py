@@ -13,10 +13,14 @@ study (:mod:`gateway.ingest`):
    references of a KOS or SR);
 2. they are looked up in the UID maps of the cases sent to *that*
    institute only, in the pseudonym space it saw (for an ``own`` space the
-   node first computes the re-keyed UIDs it had not yet recorded); an
-   object that matches no open case, or more than one, is quarantined with
-   the reason: a result made with another institute's pseudonyms matches
-   nothing;
+   node first computes the re-keyed UIDs and patient pseudonym it had not
+   yet recorded); when none is known, the object's PatientID is looked up
+   among the patient pseudonyms that institute holds (a new object that
+   references nothing, such as a secondary capture in a study of its own).
+   An object that matches no open case, or more than one, is quarantined
+   with the reason: a result made with another institute's pseudonyms
+   matches nothing (in ``shared`` spaces every institute sees the same
+   pseudonyms: only ``own`` spaces keep them apart);
 3. the original patient, study and UIDs are read from the sealed pseudonym
    map and the object is re-identified (:func:`anonymizer.reidentify.reidentify`):
    new UIDs for what the institute made come from the node's root
@@ -55,7 +59,7 @@ import storage.jobs as jobs
 import storage.peers as peers
 import storage.pseudomap as pseudomap
 import storage.quarantine as quarantine
-from anonymizer import Option
+from anonymizer import Option, PatientKey
 from anonymizer.reidentify import Originals, Provenance, reidentify
 from storage.db import session_scope
 from storage.errors import StorageError
@@ -107,6 +111,11 @@ def fill_institute_uids(app: App, session: Session, institute: str | None = None
     cases.fill_uids(session, [
         (row_id, uid if retain else app.destination_space(slug).uid(uid))
         for row_id, slug, uid in rows])
+    # the stored instance carries the node's pseudonym and no issuer (PS3.15 Table E.1-1:
+    # IssuerOfPatientID is X), which is the patient key the re-keying derives from
+    cases.fill_patients(session, [
+        (case_id, app.destination_space(slug).patient(PatientKey("", patient_id)).patient_id)
+        for case_id, slug, patient_id in cases.patients_to_fill(session, institute)])
     return len(rows)
 
 
@@ -164,13 +173,18 @@ def _match(app: App, entry: SpoolEntry, institute: str, ds: Dataset
     refs = referenced_uids(ds)
     with session_scope(app.engine) as session:
         fill_institute_uids(app, session, institute)
-        hits = cases.match(session, institute, refs)
+        hits = list(cases.match(session, institute, refs))
+        by_patient = not hits
+        if by_patient:  # nothing it references is known: the pseudonymous patient may be
+            hits = cases.match_patient(session, institute, str(ds.get("PatientID", "") or ""))
         if len(hits) != 1:
-            return (f"result from {institute} matches no open case of that institute "
-                    f"({len(refs)} UIDs referenced)" if not hits else
-                    f"result from {institute} references {len(hits)} cases "
-                    f"({','.join(map(str, sorted(hits)))})")
-        found = cases.get(session, next(iter(hits)))
+            if not hits:
+                return (f"result from {institute} matches no open case of that institute "
+                        f"({len(refs)} UIDs referenced, patient unknown)")
+            return (f"result from {institute} matches {len(hits)} cases "
+                    f"({','.join(map(str, sorted(hits)))}) by "
+                    f"{'patient only' if by_patient else 'the UIDs it references'}")
+        found = cases.get(session, hits[0])
     assert found is not None
     return found
 

@@ -78,6 +78,8 @@ class ConsultCase(Base):
     #: the peer results go to when it is not the clinic itself
     return_to: Mapped[str | None] = mapped_column(String(SHORT))
     pseudonyms: Mapped[str] = mapped_column(String(16))
+    #: the PatientID the institute holds (a pseudonym; ``None``: not yet computed)
+    institute_patient_id: Mapped[str | None] = mapped_column(String(SHORT))
     state: Mapped[CaseState] = mapped_column(_str_enum(CaseState))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

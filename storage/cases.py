@@ -12,7 +12,9 @@ is one function here (STYLE.md section 1):
 - :func:`on_job_done` (called by :func:`storage.jobs.finish`) moves a case
   to ``delivered`` when its study reached the institute, and to
   ``returned`` when its results reached the clinic;
-- :func:`match` finds the cases of one institute that hold given UIDs;
+- :func:`match` finds the cases of one institute that hold given UIDs, and
+  :func:`match_patient` those of a patient pseudonym the institute holds
+  (filled in like the UIDs: :func:`patients_to_fill`, :func:`fill_patients`);
 - :func:`add_result` records a re-identified result (``answered``);
 - :func:`close` ends a case: results no longer match it.
 
@@ -31,12 +33,12 @@ from sqlalchemy.orm import Session
 
 from .case_models import CaseResult, CaseState, CaseUid, ConsultCase, UidLevel
 from .errors import StorageError
-from .models import Instance, Peer, Series, Study
+from .models import Instance, Patient, Peer, Series, Study
 from .queue_models import ForwardItem
 
-__all__ = ["CaseRecord", "ResultRecord", "add_result", "close", "fill_uids", "get",
-           "list_cases", "match", "on_job_done", "results_of", "set_return_to", "track",
-           "uid_map", "uids_to_fill"]
+__all__ = ["CaseRecord", "ResultRecord", "add_result", "close", "fill_patients", "fill_uids",
+           "get", "list_cases", "match", "match_patient", "on_job_done", "patients_to_fill",
+           "results_of", "set_return_to", "track", "uid_map", "uids_to_fill"]
 
 #: states in which a result may still match the case
 OPEN_CASE_STATES = (CaseState.SENT, CaseState.DELIVERED, CaseState.ANSWERED,
@@ -59,6 +61,7 @@ class CaseRecord:
     instances: int
     results: int
     institute_study_uid: str | None
+    institute_patient_id: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +85,8 @@ def _record(session: Session, case: ConsultCase) -> CaseRecord:
         id=case.id, study_instance_uid=case.study_instance_uid, institute=case.institute,
         clinic=case.clinic, return_to=case.return_to, pseudonyms=case.pseudonyms,
         state=CaseState(case.state), created_at=case.created_at, updated_at=case.updated_at,
-        instances=int(instances), results=int(results), institute_study_uid=study_uid)
+        instances=int(instances), results=int(results), institute_study_uid=study_uid,
+        institute_patient_id=case.institute_patient_id)
 
 
 def _transition(session: Session, case_id: int, before: Collection[CaseState],
@@ -117,11 +121,14 @@ def track(session: Session, study_instance_uid: str, institute: str,
         ConsultCase.study_instance_uid == study_instance_uid,
         ConsultCase.institute == institute)).one_or_none()
     if case is None:
-        source = session.scalar(select(Study.source_peer).where(
-            Study.study_instance_uid == study_instance_uid))
-        space = session.scalar(select(Peer.pseudonyms).where(Peer.slug == institute))
+        found = session.execute(select(Study.source_peer, Patient.patient_id)
+                                .join(Patient, Study.patient_fk == Patient.id)
+                                .where(Study.study_instance_uid == study_instance_uid)).first()
+        source, patient = (None, None) if found is None else found
+        space = session.scalar(select(Peer.pseudonyms).where(Peer.slug == institute)) or "shared"
         case = ConsultCase(study_instance_uid=study_instance_uid, institute=institute,
-                           clinic=source, return_to=None, pseudonyms=space or "shared",
+                           clinic=source, return_to=None, pseudonyms=space,
+                           institute_patient_id=patient if space != "own" else None,
                            state=CaseState.SENT, created_at=now, updated_at=now)
         session.add(case)
         session.flush()
@@ -163,6 +170,37 @@ def fill_uids(session: Session, values: Iterable[tuple[int, str]]) -> None:
         if row is not None:
             row.institute_uid = institute_uid
     session.flush()
+
+
+def patients_to_fill(session: Session, institute: str | None = None
+                     ) -> list[tuple[int, str, str]]:
+    """``(case id, institute, the node's patient pseudonym)`` of cases whose institute
+    patient ID is not computed yet."""
+    query = (select(ConsultCase.id, ConsultCase.institute, Patient.patient_id)
+             .join(Study, Study.study_instance_uid == ConsultCase.study_instance_uid)
+             .join(Patient, Study.patient_fk == Patient.id)
+             .where(ConsultCase.institute_patient_id.is_(None)).order_by(ConsultCase.id))
+    if institute is not None:
+        query = query.where(ConsultCase.institute == institute)
+    return [(int(case_id), str(slug), str(pid)) for case_id, slug, pid in session.execute(query)]
+
+
+def fill_patients(session: Session, values: Iterable[tuple[int, str]]) -> None:
+    """Record the patient ID the institute holds: ``(case id, institute patient id)``."""
+    for case_id, patient_id in values:
+        session.execute(update(ConsultCase).where(ConsultCase.id == case_id)
+                        .values(institute_patient_id=patient_id)
+                        .execution_options(synchronize_session=False))
+
+
+def match_patient(session: Session, institute: str, patient_id: str) -> list[int]:
+    """The open cases of ``institute`` whose patient it knows as ``patient_id``."""
+    if not patient_id:
+        return []
+    return [int(case_id) for case_id in session.scalars(
+        select(ConsultCase.id).where(ConsultCase.institute == institute,
+                                     ConsultCase.state.in_(OPEN_CASE_STATES),
+                                     ConsultCase.institute_patient_id == patient_id))]
 
 
 def match(session: Session, institute: str, institute_uids: Collection[str]

@@ -59,6 +59,7 @@ def _case(record: cases.CaseRecord) -> dict[str, Any]:
         "institute": record.institute, "clinic": record.clinic,
         "return_to": record.return_to, "pseudonyms": record.pseudonyms,
         "state": record.state.value, "institute_study_instance_uid": record.institute_study_uid,
+        "institute_patient_id": record.institute_patient_id,
         "instances": record.instances, "results": record.results,
         "created_at": record.created_at.isoformat(), "updated_at": record.updated_at.isoformat(),
     }

@@ -195,8 +195,21 @@ def test_own_spaces_results_return_to_their_study_and_crossed_pseudonyms_are_qua
     # each institute answers about what it received
     assert _store(node, "INSTA", [make_sr(seen_a)], RESULT_CLASSES[:1]) == [0]
     assert _store(node, "INSTB", [make_kos(seen_b)], RESULT_CLASSES[1:]) == [0]
-    wait_until(lambda: len(pacs.datasets()) == 2, what="both results at the clinic")
-    back = {str(ds.SOPClassUID): ds for ds in pacs.datasets()}
+    # and A adds a note in a study of its own that references nothing: its patient decides
+    note = make_sr(seen_a[:1], "Addendum.")
+    note.StudyInstanceUID = "1.2.826.0.1.3680043.10.999.77"
+    del note.CurrentRequestedProcedureEvidenceSequence
+    note.ContentSequence = note.ContentSequence[:1]
+    assert _store(node, "INSTA", [note], RESULT_CLASSES[:1]) == [0]
+    wait_until(lambda: len(pacs.datasets()) == 3, what="the three results at the clinic")
+    addenda = [ds for ds in pacs.datasets()
+               if "Addendum." in str(ds.ContentSequence[0].get("TextValue", ""))]
+    assert len(addenda) == 1 and addenda[0].StudyInstanceUID == first.studies["CLINIC"]
+    assert addenda[0].PatientID == PATIENT_A.patient_id
+    back = {str(ds.SOPClassUID): ds for ds in pacs.datasets() if ds not in addenda}
+    # the patient pseudonym each institute holds, as the node computed it
+    assert _case(node, case_a.id).institute_patient_id == seen_a[0].PatientID
+    assert _case(node, case_b.id).institute_patient_id == seen_b[0].PatientID
     from_a, from_b = back[str(ComprehensiveSRStorage)], back[str(KeyObjectSelectionDocumentStorage)]
     assert from_a.StudyInstanceUID == first.studies["CLINIC"]
     assert references(from_a) <= _originals(first)
@@ -208,7 +221,7 @@ def test_own_spaces_results_return_to_their_study_and_crossed_pseudonyms_are_qua
         assert ds.PatientID == PATIENT_A.patient_id
         values = {value for _keyword, value in all_values(ds)}
         assert not values & {str(seen_a[0].PatientID), str(seen_b[0].PatientID)}
-    assert (_case(node, case_a.id).results, _case(node, case_b.id).results) == (1, 1)
+    assert (_case(node, case_a.id).results, _case(node, case_b.id).results) == (2, 1)
     with session_scope(node.app.engine, readonly=True) as session:
         held = quarantine.list_entries(session)
     assert len(held) == 1 and "matches no open case of that institute" in held[0].reason

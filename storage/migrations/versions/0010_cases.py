@@ -42,6 +42,7 @@ def upgrade() -> None:
         sa.Column("clinic", sa.String(64), nullable=True),
         sa.Column("return_to", sa.String(64), nullable=True),
         sa.Column("pseudonyms", sa.String(16), nullable=False),
+        sa.Column("institute_patient_id", sa.String(64), nullable=True),
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("created_at", _at(), nullable=False),
         sa.Column("updated_at", _at(), nullable=False),
