@@ -143,11 +143,11 @@ class _UidRewriter:
 
     def rewrite(self, ds: Dataset) -> None:
         for elem in list(ds):
-            if elem.VR == "SQ":
+            if elem.tag.group == _PATIENT_GROUP:  # sequences of the patient module too
+                del ds[elem.tag]
+            elif elem.VR == "SQ":
                 for item in elem.value:
                     self.rewrite(item)
-            elif elem.tag.group == _PATIENT_GROUP:
-                del ds[elem.tag]
             elif elem.VR == "UI" and elem.value not in (None, ""):
                 value = elem.value
                 if isinstance(value, MultiValue | list):

@@ -44,6 +44,7 @@ import json
 import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from io import BytesIO
 from typing import BinaryIO
 
 from pydicom import dcmread
@@ -214,14 +215,20 @@ def receive_result(app: App, entry: SpoolEntry) -> str:
         return _quarantine(app, entry, f"case {case.id}: the study's originals are not known")
     now = datetime.now(UTC)
     root = app.settings.node.uid_root
-    out = reidentify(
-        ds, originals, uid_originals,
-        lambda uid: str(generate_uid(prefix=root, entropy_srcs=[institute, uid])),
-        Provenance(institute=institute, received_at=entry.meta.received_at,
-                   node_ae_title=app.settings.node.ae_title), now)
+    try:
+        out = reidentify(
+            ds, originals, uid_originals,
+            lambda uid: str(generate_uid(prefix=root, entropy_srcs=[institute, uid])),
+            Provenance(institute=institute, received_at=entry.meta.received_at,
+                       node_ae_title=app.settings.node.ae_title), now)
+        encoded = BytesIO()
+        dcmwrite(encoded, out.dataset, enforce_file_format=True)
+    except Exception as exc:  # pydicom raises many types on values it cannot write
+        return _quarantine(app, entry, f"case {case.id}: result cannot be re-identified "
+                                       f"({type(exc).__name__})")
 
     def fill(fh: BinaryIO) -> None:
-        dcmwrite(fh, out.dataset, enforce_file_format=True)
+        fh.write(encoded.getbuffer())
 
     try:
         stored = app.store.write(fill, key=f"result|{out.sop_instance_uid}")

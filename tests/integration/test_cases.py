@@ -140,7 +140,8 @@ def test_an_sr_and_a_kos_return_to_the_clinic_re_identified(
     wait_until(lambda: _case(node, case.id).state is CaseState.RETURNED, what="returned")
     back = {str(ds.SOPClassUID): ds for ds in pacs.datasets()}
     originals = _originals(study)
-    invented = {str(seen[0].PatientID), str(seen[0].PatientName)}
+    invented = {str(seen[0].PatientID), str(seen[0].PatientName)} | (
+        {str(seen[0].PatientBirthDate)} if seen[0].get("PatientBirthDate") else set())
     for ds in back.values():
         assert ds.PatientID == PATIENT_A.patient_id
         assert str(ds.PatientName) == f"{PATIENT_A.family}^{PATIENT_A.given}"
@@ -164,6 +165,7 @@ def test_an_sr_and_a_kos_return_to_the_clinic_re_identified(
         assert _case(node, case.id).results == 2
         result_jobs = [j for j in jobs.list_jobs(session) if j.kind.value == "result"]
     assert [j.destination for j in result_jobs] == ["clinic"]
+    assert len(institute.datasets()) == 3  # the institute's copy went nowhere, not even back
 
     # the same result again is a repeat: nothing new goes to the clinic
     assert _store(node, "INSTA", [sr], RESULT_CLASSES[:1]) == [0]
