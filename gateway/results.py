@@ -32,6 +32,8 @@ study (:mod:`gateway.ingest`):
    queued to the clinic (the case's ``return_to`` peer, else the clinic
    itself when it has the ``destination`` role) through the forward queue,
    with its schedule and retry rules; then the spool entry is released.
+   Once the clinic has it, its file is removed (:func:`purge_delivered`,
+   fired by the node's clock).
 
 The institute's own copy is never indexed, so no route, query or retrieve
 ever reaches it; only the clinic's re-identified copy is sent, and only to
@@ -68,7 +70,8 @@ from storage.spool import SpoolEntry
 
 from .app import App
 
-__all__ = ["fill_institute_uids", "is_results_peer", "receive_result", "referenced_uids"]
+__all__ = ["fill_institute_uids", "is_results_peer", "purge_delivered", "receive_result",
+           "referenced_uids", "return_peer"]
 
 logger = logging.getLogger(__name__)
 
@@ -231,6 +234,13 @@ def receive_result(app: App, entry: SpoolEntry) -> str:
         fh.write(encoded.getbuffer())
 
     try:
+        with session_scope(app.engine, readonly=True) as session:
+            repeat = cases.has_result(session, out.sop_instance_uid)
+        if repeat:  # its file may be gone already (delivered): write nothing again
+            app.spool.release(entry)
+            logger.info("result case=%d from=%s sop=%s state=already_present", case.id,
+                        institute, institute_sop)
+            return "already_present"
         stored = app.store.write(fill, key=f"result|{out.sop_instance_uid}")
         with session_scope(app.engine) as session:
             outcome = _record(app, session, case, out.dataset, institute_sop, stored.path, now)
@@ -278,3 +288,22 @@ def return_peer(session: Session, case: cases.CaseRecord) -> str | None:
         if peer is not None and "destination" in peer.roles and slug != case.institute:
             return slug
     return None
+
+
+def purge_delivered(app: App) -> int:
+    """Remove the re-identified files the clinic has received; how many were removed.
+
+    The node keeps de-identified data only (ARCHITECTURE.md, privacy model):
+    a re-identified result lives in the store just until it is delivered,
+    like an original in the spool until it is processed. The row stays, so
+    ``case show`` still tells the trip and a repeat is still recognised.
+    """
+    with session_scope(app.engine, readonly=True) as session:
+        found = cases.delivered_files(session)
+    for result_id, path in found:
+        app.store.remove(path)
+        with session_scope(app.engine) as session:
+            cases.forget_file(session, result_id)
+    if found:
+        logger.info("results delivered files_removed=%d", len(found))
+    return len(found)

@@ -16,7 +16,10 @@ is one function here (STYLE.md section 1):
   :func:`match_patient` those of a patient pseudonym the institute holds
   (filled in like the UIDs: :func:`patients_to_fill`, :func:`fill_patients`);
 - :func:`add_result` records a re-identified result (``answered``);
-- :func:`close` ends a case: results no longer match it.
+- :func:`close` ends a case: results no longer match it;
+- :func:`delivered_files` and :func:`forget_file`: a re-identified file is
+  kept only until the clinic has it (ARCHITECTURE.md, privacy model: the
+  node keeps de-identified data).
 
 Values here are remapped UIDs, the institute's pseudonymous UIDs and peer
 slugs: nothing identifies a patient.
@@ -34,11 +37,12 @@ from sqlalchemy.orm import Session
 from .case_models import CaseResult, CaseState, CaseUid, ConsultCase, UidLevel
 from .errors import StorageError
 from .models import Instance, Patient, Peer, Series, Study
-from .queue_models import ForwardItem
+from .queue_models import ForwardItem, ItemState
 
-__all__ = ["CaseRecord", "ResultRecord", "add_result", "close", "fill_patients", "fill_uids",
-           "get", "list_cases", "match", "match_patient", "on_job_done", "patients_to_fill",
-           "results_of", "set_return_to", "track", "uid_map", "uids_to_fill"]
+__all__ = ["CaseRecord", "ResultRecord", "add_result", "close", "delivered_files",
+           "fill_patients", "fill_uids", "forget_file", "get", "has_result", "list_cases",
+           "match", "match_patient", "on_job_done", "patients_to_fill", "results_of",
+           "set_return_to", "track", "uid_map", "uids_to_fill"]
 
 #: states in which a result may still match the case
 OPEN_CASE_STATES = (CaseState.SENT, CaseState.DELIVERED, CaseState.ANSWERED,
@@ -257,6 +261,35 @@ def on_job_done(session: Session, job_id: int, study_instance_uid: str, destinat
         ConsultCase.institute == destination))
     if sent is not None:
         _transition(session, sent, [CaseState.SENT], CaseState.DELIVERED, now)
+
+
+def delivered_files(session: Session, limit: int = 100) -> list[tuple[int, str]]:
+    """``(result id, file path)`` of results the clinic has and whose file is still kept.
+
+    A result is delivered once an item for it was sent and none for it is
+    still pending; its re-identified file is then no longer needed.
+    """
+    sent = (select(ForwardItem.sop_instance_uid)
+            .where(ForwardItem.state == ItemState.SENT))
+    waiting = (select(ForwardItem.sop_instance_uid)
+               .where(ForwardItem.state == ItemState.PENDING))
+    rows = session.execute(
+        select(CaseResult.id, CaseResult.file_path)
+        .where(CaseResult.file_path != "", CaseResult.sop_instance_uid.in_(sent),
+               CaseResult.sop_instance_uid.not_in(waiting))
+        .order_by(CaseResult.id).limit(limit))
+    return [(int(result_id), str(path)) for result_id, path in rows]
+
+
+def has_result(session: Session, sop_instance_uid: str) -> bool:
+    """Whether a result with this (new) SOP Instance UID was recorded already."""
+    return session.scalar(select(CaseResult.id).where(
+        CaseResult.sop_instance_uid == sop_instance_uid)) is not None
+
+
+def forget_file(session: Session, result_id: int) -> None:
+    """Record that a delivered result's file was removed."""
+    session.execute(update(CaseResult).where(CaseResult.id == result_id).values(file_path=""))
 
 
 def get(session: Session, case_id: int) -> CaseRecord | None:

@@ -31,7 +31,7 @@ import storage.jobs as jobs
 import storage.peers as peers
 import storage.quarantine as quarantine
 from gateway.node import Node
-from storage.case_models import CaseState
+from storage.case_models import CaseResult, CaseState
 from storage.db import session_scope
 from storage.models import Instance, Study
 from storage.records import PeerRecord
@@ -167,10 +167,21 @@ def test_an_sr_and_a_kos_return_to_the_clinic_re_identified(
     assert [j.destination for j in result_jobs] == ["clinic"]
     assert len(institute.datasets()) == 3  # the institute's copy went nowhere, not even back
 
-    # the same result again is a repeat: nothing new goes to the clinic
+    # once the clinic has them, the re-identified files are not kept
+    def purged() -> bool:
+        with session_scope(node.app.engine, readonly=True) as session:
+            return not list(session.scalars(select(CaseResult.file_path).where(
+                CaseResult.file_path != "")))
+    wait_until(purged, what="delivered results' files removed")
+    stored = [p.read_bytes() for p in (node.app.data_dir / "store").rglob("*") if p.is_file()]
+    assert stored and not [d for d in stored if PATIENT_A.patient_id.encode() in d]
+
+    # the same result again is a repeat: nothing new goes to the clinic, nothing is written
     assert _store(node, "INSTA", [sr], RESULT_CLASSES[:1]) == [0]
     wait_until(lambda: node.app.spool.depth() == 0, what="repeat processed")
     assert _case(node, case.id).results == 2
+    assert len([p for p in (node.app.data_dir / "store").rglob("*") if p.is_file()]) == len(
+        stored)
 
 
 @pytest.mark.slow
