@@ -166,6 +166,9 @@ def test_an_sr_and_a_kos_return_to_the_clinic_re_identified(
         result_jobs = [j for j in jobs.list_jobs(session) if j.kind.value == "result"]
     assert [j.destination for j in result_jobs] == ["clinic"]
     assert len(institute.datasets()) == 3  # the institute's copy went nowhere, not even back
+    with session_scope(node.app.engine, readonly=True) as session:  # nor into the index
+        assert session.scalar(select(func.count()).select_from(Instance)) == 3
+        assert session.scalar(select(func.count()).select_from(Study)) == 1
 
     # once the clinic has them, the re-identified files are not kept
     def purged() -> bool:
