@@ -83,6 +83,8 @@ def list_events(
     since: datetime | None = None,
     event: str | None = None,
     limit: int = DEFAULT_LIMIT,
+    *,
+    study_instance_uid: str | None = None,
 ) -> list[AuditEvent]:
     """List audit records in the order they were written.
 
@@ -96,6 +98,8 @@ def list_events(
         Only records of this event.
     limit : int
         At most this many (the oldest matching ones).
+    study_instance_uid : str | None
+        Only records about this (remapped) study.
 
     Returns
     -------
@@ -110,6 +114,8 @@ def list_events(
         query = query.where(AuditEntry.at >= since)
     if event is not None:
         query = query.where(AuditEntry.event == event)
+    if study_instance_uid is not None:
+        query = query.where(AuditEntry.study_instance_uid == study_instance_uid)
     rows = session.execute(query.order_by(AuditEntry.id).limit(limit)).scalars()
     return [
         AuditEvent(

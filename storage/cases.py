@@ -41,8 +41,8 @@ from .queue_models import ForwardItem, ItemState
 
 __all__ = ["CaseRecord", "ResultRecord", "add_result", "close", "delivered_files",
            "fill_patients", "fill_uids", "forget_file", "get", "has_result", "list_cases",
-           "match", "match_patient", "on_job_done", "patients_to_fill", "results_of",
-           "set_return_to", "track", "uid_map", "uids_to_fill"]
+           "match", "match_patient", "on_job_done", "patients_to_fill", "result_jobs",
+           "results_of", "set_return_to", "track", "uid_map", "uids_to_fill"]
 
 #: states in which a result may still match the case
 OPEN_CASE_STATES = (CaseState.SENT, CaseState.DELIVERED, CaseState.ANSWERED,
@@ -311,6 +311,14 @@ def list_cases(session: Session, states: Sequence[CaseState] = (), *,
     if study_instance_uid is not None:
         query = query.where(ConsultCase.study_instance_uid == study_instance_uid)
     return [_record(session, case) for case in session.scalars(query)]
+
+
+def result_jobs(session: Session, case_id: int) -> list[int]:
+    """The forward jobs that carry (or carried) results of a case back, oldest first."""
+    return [int(job_id) for job_id in session.scalars(
+        select(ForwardItem.job_fk).distinct()
+        .join(CaseResult, ForwardItem.sop_instance_uid == CaseResult.sop_instance_uid)
+        .where(CaseResult.case_fk == case_id).order_by(ForwardItem.job_fk))]
 
 
 def results_of(session: Session, case_id: int) -> list[ResultRecord]:

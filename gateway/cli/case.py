@@ -34,6 +34,7 @@ from gateway.results import fill_institute_uids
 from storage.case_models import CaseState
 from storage.db import session_scope
 from storage.errors import StorageError
+from storage.queue_models import JobKind
 
 __all__ = ["case"]
 
@@ -96,11 +97,12 @@ def _trip(node_engine: Any, number: int) -> dict[str, Any]:
         record = cases.get(session, number)
         if record is None:
             raise NotFoundError(f"case {number}: not found")
+        returning = set(cases.result_jobs(session, number))
         trip = [job for job in jobs.list_jobs(session, study_instance_uid=record.study_instance_uid)
-                if job.destination == record.institute or job.kind.value == "result"]
+                if (job.destination == record.institute and job.kind is not JobKind.RESULT)
+                or job.id in returning]
         results = cases.results_of(session, number)
-        events = [event for event in audit.list_events(session)
-                  if event.study_instance_uid == record.study_instance_uid]
+        events = audit.list_events(session, study_instance_uid=record.study_instance_uid)
     data = _case(record)
     data["jobs"] = [{"id": j.id, "kind": j.kind.value, "destination": j.destination,
                      "state": j.state.value, "sent": j.sent, "pending": j.pending,
