@@ -27,7 +27,7 @@ slugs: nothing identifies a patient.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -93,6 +93,18 @@ def _record(session: Session, case: ConsultCase) -> CaseRecord:
         institute_patient_id=case.institute_patient_id)
 
 
+def _chunks(values: Iterable[str], size: int = 500) -> Iterator[list[str]]:
+    """``values`` in lists of at most ``size``: bound parameters per statement stay few."""
+    chunk: list[str] = []
+    for value in values:
+        chunk.append(value)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 def _transition(session: Session, case_id: int, before: Collection[CaseState],
                 after: CaseState, now: datetime) -> bool:
     """Move a case from one of ``before`` to ``after``; ``False`` when it was in none of them.
@@ -138,16 +150,18 @@ def track(session: Session, study_instance_uid: str, institute: str,
         session.flush()
     else:
         _transition(session, case.id, [CaseState.DELIVERED], CaseState.SENT, now)
-    rows = session.execute(
-        select(Instance.sop_instance_uid, Series.series_instance_uid)
-        .join(Series, Instance.series_fk == Series.id)
-        .where(Instance.sop_instance_uid.in_(list(sop_instance_uids)))).all()
     wanted = {study_instance_uid: UidLevel.STUDY}
-    for sop, series in rows:
-        wanted.setdefault(series, UidLevel.SERIES)
-        wanted[sop] = UidLevel.INSTANCE
-    known = set(session.scalars(select(CaseUid.uid).where(
-        CaseUid.case_fk == case.id, CaseUid.uid.in_(list(wanted)))))
+    for chunk in _chunks(sop_instance_uids):
+        for sop, series in session.execute(
+                select(Instance.sop_instance_uid, Series.series_instance_uid)
+                .join(Series, Instance.series_fk == Series.id)
+                .where(Instance.sop_instance_uid.in_(chunk))):
+            wanted.setdefault(series, UidLevel.SERIES)
+            wanted[sop] = UidLevel.INSTANCE
+    known: set[str] = set()
+    for chunk in _chunks(wanted):
+        known.update(session.scalars(select(CaseUid.uid).where(
+            CaseUid.case_fk == case.id, CaseUid.uid.in_(chunk))))
     shared = case.pseudonyms != "own"
     session.add_all(CaseUid(case_fk=case.id, level=level, uid=uid,
                             institute_uid=uid if shared else None)
@@ -212,13 +226,17 @@ def match(session: Session, institute: str, institute_uids: Collection[str]
     """``{case id: how many of the UIDs it holds}`` among ``institute``'s open cases."""
     if not institute_uids:
         return {}
-    rows = session.execute(
-        select(CaseUid.case_fk, func.count())
-        .join(ConsultCase, CaseUid.case_fk == ConsultCase.id)
-        .where(ConsultCase.institute == institute, ConsultCase.state.in_(OPEN_CASE_STATES),
-               CaseUid.institute_uid.in_(list(institute_uids)))
-        .group_by(CaseUid.case_fk))
-    return {int(case_id): int(count) for case_id, count in rows}
+    hits: dict[int, int] = {}
+    for chunk in _chunks(sorted(set(institute_uids))):
+        for case_id, count in session.execute(
+                select(CaseUid.case_fk, func.count())
+                .join(ConsultCase, CaseUid.case_fk == ConsultCase.id)
+                .where(ConsultCase.institute == institute,
+                       ConsultCase.state.in_(OPEN_CASE_STATES),
+                       CaseUid.institute_uid.in_(chunk))
+                .group_by(CaseUid.case_fk)):
+            hits[int(case_id)] = hits.get(int(case_id), 0) + int(count)
+    return hits
 
 
 def uid_map(session: Session, case_id: int) -> dict[str, str]:

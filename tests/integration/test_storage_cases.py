@@ -142,3 +142,14 @@ def test_a_follow_up_sends_a_delivered_case_again(app: App, tmp_path: Path) -> N
         # a follow-up job for late instances: the case goes back to sent
         late = cases.track(session, study, "institute-a", ["2.25.999"], NOW)
         assert late.id == case.id and late.state is CaseState.SENT
+
+
+def test_matching_many_referenced_uids_counts_every_hit_once(app: App, tmp_path: Path) -> None:
+    study = _ingest(app, tmp_path / "in", per_series=3)
+    with session_scope(app.engine) as session:
+        assert jobs.enqueue(session, study, "institute-a", NOW) is not None
+        [case] = cases.list_cases(session)
+        known = list(cases.uid_map(session, case.id))
+        # a large KOS: more references than one statement binds, the case's among them
+        many = [f"2.25.{n}" for n in range(1200)] + known + known[:2]
+        assert cases.match(session, "institute-a", many) == {case.id: len(known)}
