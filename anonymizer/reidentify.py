@@ -7,9 +7,9 @@ clinic that sent the study can file under its own patient and study, and
 never mutates its input:
 
 - the Patient Module (every attribute of group 0010, at any depth) is
-  replaced by the original patient's name, ID, issuer and birth date as the
-  node recorded them; PatientSex is left empty (Type 2: the node keeps no
-  original of it), so no value the institute holds for the patient survives;
+  replaced by the original patient's name, ID, issuer, birth date and sex as
+  the node recorded them (empty, Type 2, where it recorded none), so no
+  value the institute holds for the patient survives;
 - the General Study Module gets the original StudyInstanceUID, AccessionNumber
   and StudyID; StudyDate, StudyTime and ReferringPhysicianName are emptied
   (Type 2: the institute only ever saw shifted or dummy values) and
@@ -53,6 +53,7 @@ __all__ = ["Originals", "Provenance", "Reidentified", "reidentify"]
 _PATIENT_GROUP = 0x0010
 _REMOVED_MARKS = ("DeidentificationMethod", "DeidentificationMethodCodeSequence",
                   "LongitudinalTemporalInformationModified", "StudyDescription")
+_SEXES = ("M", "F", "O")
 _EMPTIED = ("StudyDate", "StudyTime", "ReferringPhysicianName")
 
 
@@ -67,6 +68,7 @@ class Originals:
     study_instance_uid: str
     accession_number: str
     study_id: str
+    patient_sex: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +188,7 @@ def reidentify(ds: Dataset, originals: Originals, uid_originals: Mapping[str, st
     if originals.issuer_of_patient_id:
         out.IssuerOfPatientID = originals.issuer_of_patient_id
     out.PatientBirthDate = originals.patient_birth_date
-    out.PatientSex = ""
+    out.PatientSex = originals.patient_sex if originals.patient_sex in _SEXES else ""
     out.StudyInstanceUID = originals.study_instance_uid
     out.AccessionNumber = originals.accession_number
     out.StudyID = originals.study_id

@@ -154,13 +154,14 @@ def _record(result: Result, entry: SpoolEntry, stored_path: str, size: int, sha2
     )
 
 
-def _map_entries(result: Result) -> list[MapEntry]:
+def _map_entries(result: Result, sex: str = "") -> list[MapEntry]:
     """What re-identification needs, keyed by the replaced values (originals get encrypted)."""
     study = result.study_instance_uid
     name, _, birth_date = result.patient.fallback.rpartition("|")
     patient = json.dumps({"patient_id": result.patient.patient_id,
                           "issuer_of_patient_id": result.patient.issuer,
-                          "patient_name": name, "patient_birth_date": birth_date},
+                          "patient_name": name, "patient_birth_date": birth_date,
+                          "patient_sex": sex},
                          sort_keys=True)
     entries = [
         MapEntry(kind=MapKind.PATIENT, pseudonym=result.pseudonym.patient_id, original=patient,
@@ -210,7 +211,9 @@ def _prepare(app: App, entry: SpoolEntry, batch_sops: Container[str], reader: Se
     received_sha256 = _sha256(entry.path)
     try:
         # values over 1 MB stay on disk and stream through (anonymizer.streams)
-        result = anonymize(dcmread(entry.path, defer_size=_DEFER_BYTES), app.profile, app.lookup)
+        source = dcmread(entry.path, defer_size=_DEFER_BYTES)
+        result = anonymize(source, app.profile, app.lookup)
+        sex = str(source.get("PatientSex", "") or "")[:16]  # sealed in the map, for results
     except AnonymizationError as exc:
         return _quarantine(app, entry, str(exc))
     except Exception as exc:  # pydicom raises many types on broken input
@@ -246,7 +249,8 @@ def _prepare(app: App, entry: SpoolEntry, batch_sops: Container[str], reader: Se
         app.spool.unclaim(entry)
         return IngestOutcome.RETRY
     record = _record(result, entry, stored.path, stored.size, stored.sha256, received_sha256)
-    return _Prepared(entry, record, _map_entries(result), result.pseudonym.patient_id, started)
+    return _Prepared(entry, record, _map_entries(result, sex), result.pseudonym.patient_id,
+                     started)
 
 
 def _commit(app: App, batch: list[_Prepared]) -> list[IngestOutcome]:

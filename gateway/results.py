@@ -149,6 +149,7 @@ def _originals(session: Session, app: App, study_uid: str) -> Originals | None:
         patient_name=str(patient.get("patient_name") or ""),
         issuer_of_patient_id=str(patient.get("issuer_of_patient_id") or ""),
         patient_birth_date=str(patient.get("patient_birth_date") or ""),
+        patient_sex=str(patient.get("patient_sex") or ""),
         study_instance_uid=found["study"], accession_number=found.get("accession", ""),
         study_id=found.get("study_id", ""))
 

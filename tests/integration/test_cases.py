@@ -145,6 +145,8 @@ def test_an_sr_and_a_kos_return_to_the_clinic_re_identified(
     for ds in back.values():
         assert ds.PatientID == PATIENT_A.patient_id
         assert str(ds.PatientName) == f"{PATIENT_A.family}^{PATIENT_A.given}"
+        assert (ds.IssuerOfPatientID, ds.PatientBirthDate, ds.PatientSex) == (
+            PATIENT_A.issuer, PATIENT_A.birth_date, PATIENT_A.sex)
         assert ds.StudyInstanceUID == study.studies["CLINIC"]
         assert ds.PatientIdentityRemoved == "NO" and "DeidentificationMethod" not in ds
         refs = references(ds)

@@ -13,7 +13,7 @@ from anonymizer.reidentify import Originals, Provenance, reidentify
 ORIGINALS = Originals(patient_id="PID-REAL-1", patient_name="REAL^PATIENT",
                       issuer_of_patient_id="HOSPITAL-A", patient_birth_date="19500101",
                       study_instance_uid="1.2.3.4.100", accession_number="ACC-REAL",
-                      study_id="SID-REAL")
+                      study_id="SID-REAL", patient_sex="M")
 PROVENANCE = Provenance(institute="institute-a",
                         received_at=datetime(2026, 11, 27, 10, 0, tzinfo=UTC),
                         node_ae_title="GATEWAY")
@@ -67,7 +67,7 @@ def test_patient_and_study_are_the_clinic_s_and_nothing_the_institute_held_survi
 
     assert (out.PatientID, str(out.PatientName), out.IssuerOfPatientID,
             out.PatientBirthDate, out.PatientSex) == (
-        "PID-REAL-1", "REAL^PATIENT", "HOSPITAL-A", "19500101", "")
+        "PID-REAL-1", "REAL^PATIENT", "HOSPITAL-A", "19500101", "M")
     assert "OtherPatientIDsSequence" not in out
     assert (out.StudyInstanceUID, out.AccessionNumber, out.StudyID) == (
         "1.2.3.4.100", "ACC-REAL", "SID-REAL")
