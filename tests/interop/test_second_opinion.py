@@ -156,6 +156,8 @@ def test_an_sr_and_a_kos_from_orthanc_file_under_the_clinic_s_real_study(
     for ds in back.values():
         assert ds.PatientID == PATIENT_A.patient_id
         assert str(ds.PatientName) == f"{PATIENT_A.family}^{PATIENT_A.given}"
+        assert (ds.IssuerOfPatientID, ds.PatientBirthDate, ds.PatientSex) == (
+            PATIENT_A.issuer, PATIENT_A.birth_date, PATIENT_A.sex)
         assert ds.StudyInstanceUID == study.studies["CLINIC"]
         assert references(ds) and references(ds) <= set(originals)
         evidence = ds.CurrentRequestedProcedureEvidenceSequence[0]
