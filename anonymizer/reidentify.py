@@ -41,14 +41,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from pydicom.dataelem import DataElement
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
+from pydicom.tag import Tag
 
 from .uids import is_well_known
 
-__all__ = ["Originals", "Provenance", "Reidentified", "reidentify"]
+__all__ = ["Originals", "Provenance", "Reidentified", "reidentify", "unread_elements",
+           "value_representation"]
 
 _PATIENT_GROUP = 0x0010
 _REMOVED_MARKS = ("DeidentificationMethod", "DeidentificationMethodCodeSequence",
@@ -144,18 +147,39 @@ class _UidRewriter:
         return made
 
     def rewrite(self, ds: Dataset) -> None:
-        for elem in list(ds):
-            if elem.tag.group == _PATIENT_GROUP:  # sequences of the patient module too
-                del ds[elem.tag]
-            elif elem.VR == "SQ":
-                for item in elem.value:
+        """Walk ``ds`` reading only sequences and UIDs: large values (pixel data) stay on disk."""
+        for raw in unread_elements(ds):
+            tag = Tag(raw.tag)
+            if tag.is_private or tag.group == _PATIENT_GROUP:  # patient sequences too
+                del ds[tag]
+                continue
+            vr = value_representation(raw)
+            if vr == "SQ":
+                for item in ds[tag].value:
                     self.rewrite(item)
-            elif elem.VR == "UI" and elem.value not in (None, ""):
-                value = elem.value
+            elif vr == "UI":
+                value = ds[tag].value
+                if value in (None, ""):
+                    continue
                 if isinstance(value, MultiValue | list):
-                    ds[elem.tag] = DataElement(elem.tag, "UI", [self.one(v) for v in value])
+                    ds[tag] = DataElement(tag, "UI", [self.one(v) for v in value])
                 else:
-                    ds[elem.tag] = DataElement(elem.tag, "UI", self.one(value))
+                    ds[tag] = DataElement(tag, "UI", self.one(value))
+
+
+def unread_elements(ds: Dataset) -> list[DataElement | RawDataElement]:
+    """The top-level elements of ``ds``; a value read lazily (deferred) is left unread."""
+    return [ds.get_item(tag, keep_deferred=True) for tag in sorted(ds.keys())]
+
+
+def value_representation(raw: DataElement | RawDataElement) -> str:
+    """An element's VR without reading its value: as encoded, else from the dictionary."""
+    if raw.VR:
+        return str(raw.VR)
+    try:
+        return str(dictionary_VR(raw.tag))
+    except KeyError:
+        return ""
 
 
 def reidentify(ds: Dataset, originals: Originals, uid_originals: Mapping[str, str],
@@ -179,8 +203,7 @@ def reidentify(ds: Dataset, originals: Originals, uid_originals: Mapping[str, st
     now : datetime
         The time of re-identification (timezone-aware).
     """
-    out = copy.deepcopy(ds)
-    out.remove_private_tags()
+    out = copy.deepcopy(ds)  # values read lazily (deferred) stay so in the copy
     rewriter = _UidRewriter(uid_originals, new_uid)
     rewriter.rewrite(out)
     out.PatientName = originals.patient_name

@@ -46,10 +46,10 @@ import json
 import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from io import BytesIO
 from typing import BinaryIO
 
 from pydicom import dcmread
+from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import generate_uid
@@ -63,7 +63,13 @@ import storage.peers as peers
 import storage.pseudomap as pseudomap
 import storage.quarantine as quarantine
 from anonymizer import Option, PatientKey
-from anonymizer.reidentify import Originals, Provenance, reidentify
+from anonymizer.reidentify import (
+    Originals,
+    Provenance,
+    reidentify,
+    unread_elements,
+    value_representation,
+)
 from storage.db import session_scope
 from storage.errors import StorageError
 from storage.spool import SpoolEntry
@@ -75,6 +81,8 @@ __all__ = ["fill_institute_uids", "is_results_peer", "purge_delivered", "receive
 
 logger = logging.getLogger(__name__)
 
+#: values larger than this are read from the spool file only while being written out
+_DEFER_BYTES = 1 << 20
 _REFERENCE_KEYWORDS = frozenset({"StudyInstanceUID", "SeriesInstanceUID",
                                  "ReferencedSOPInstanceUID"})
 
@@ -88,11 +96,15 @@ def is_results_peer(session: Session, slug: str | None) -> bool:
 
 
 def _values(ds: Dataset) -> Iterator[tuple[str, str]]:
-    for elem in ds:
-        if elem.VR == "SQ":
-            for item in elem.value:
+    """Reference UIDs at any depth, reading only sequences and those (never pixel data)."""
+    for raw in unread_elements(ds):
+        if value_representation(raw) == "SQ":
+            for item in ds[raw.tag].value:
                 yield from _values(item)
-        elif elem.keyword in _REFERENCE_KEYWORDS and elem.value not in (None, ""):
+        elif keyword_for_tag(raw.tag) in _REFERENCE_KEYWORDS:
+            elem = ds[raw.tag]
+            if elem.value in (None, ""):
+                continue
             values = elem.value if isinstance(elem.value, list) or elem.VM > 1 else [elem.value]
             for value in values:
                 yield elem.keyword, str(value).strip().rstrip("\0")
@@ -199,7 +211,8 @@ def receive_result(app: App, entry: SpoolEntry) -> str:
     ``quarantined`` or ``retry`` (see the module docstring)."""
     institute = entry.meta.source_peer or ""
     try:
-        ds = dcmread(entry.path)
+        # values over 1 MB (pixel data) stay in the spool file until written out
+        ds = dcmread(entry.path, defer_size=_DEFER_BYTES)
         institute_sop = str(ds.SOPInstanceUID)
     except Exception as exc:  # pydicom raises many types on broken input
         return _quarantine(app, entry, f"result cannot be read ({type(exc).__name__})")
@@ -225,14 +238,12 @@ def receive_result(app: App, entry: SpoolEntry) -> str:
             lambda uid: str(generate_uid(prefix=root, entropy_srcs=[institute, uid])),
             Provenance(institute=institute, received_at=entry.meta.received_at,
                        node_ae_title=app.settings.node.ae_title), now)
-        encoded = BytesIO()
-        dcmwrite(encoded, out.dataset, enforce_file_format=True)
-    except Exception as exc:  # pydicom raises many types on values it cannot write
+    except Exception as exc:  # pydicom raises many types on values it cannot handle
         return _quarantine(app, entry, f"case {case.id}: result cannot be re-identified "
                                        f"({type(exc).__name__})")
 
     def fill(fh: BinaryIO) -> None:
-        fh.write(encoded.getbuffer())
+        dcmwrite(fh, out.dataset, enforce_file_format=True)
 
     try:
         with session_scope(app.engine, readonly=True) as session:
@@ -242,7 +253,13 @@ def receive_result(app: App, entry: SpoolEntry) -> str:
             logger.info("result case=%d from=%s sop=%s state=already_present", case.id,
                         institute, institute_sop)
             return "already_present"
-        stored = app.store.write(fill, key=f"result|{out.sop_instance_uid}")
+        try:
+            stored = app.store.write(fill, key=f"result|{out.sop_instance_uid}")
+        except (StorageError, OSError):
+            raise
+        except Exception as exc:  # a value pydicom cannot encode: no file is left behind
+            return _quarantine(app, entry, f"case {case.id}: result cannot be written "
+                                           f"({type(exc).__name__})")
         with session_scope(app.engine) as session:
             outcome = _record(app, session, case, out.dataset, institute_sop, stored.path, now)
     except (SQLAlchemyError, StorageError, OSError) as exc:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
+from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filewriter import dcmwrite
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian
 
 from anonymizer.reidentify import Originals, Provenance, reidentify
+from gateway.results import referenced_uids
 
 ORIGINALS = Originals(patient_id="PID-REAL-1", patient_name="REAL^PATIENT",
                       issuer_of_patient_id="HOSPITAL-A", patient_birth_date="19500101",
@@ -119,3 +124,26 @@ def test_where_the_opinion_came_from_is_in_the_contributing_equipment_sequence()
         "Reading Station", "institute-a", "20261127100000+0000")
     assert node.PurposeOfReferenceCodeSequence[0].CodeValue == "109103"
     assert (node.StationName, node.ContributionDateTime) == ("GATEWAY", "20261127110000+0000")
+
+
+def test_pixel_data_read_lazily_stays_on_disk_and_is_written_whole(tmp_path: Path) -> None:
+    given = _returned()
+    given.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    given.Rows, given.Columns, given.BitsAllocated, given.BitsStored = 512, 1024, 16, 16
+    given.HighBit, given.PixelRepresentation, given.SamplesPerPixel = 15, 0, 1
+    given.PhotometricInterpretation = "MONOCHROME2"
+    given.PixelData = bytes(range(256)) * 4096  # 1 MiB
+    given.file_meta.MediaStorageSOPClassUID = given.SOPClassUID
+    path = tmp_path / "sc.dcm"
+    given.save_as(path, enforce_file_format=True)
+
+    lazy = dcmread(path, defer_size=1024)
+    assert referenced_uids(lazy) == {"2.25.1", "2.25.2", "2.25.3", "9.9.9.1", "9.9.9.2"}
+    assert isinstance(lazy._dict[0x7FE00010], RawDataElement)  # matching read no pixels
+    out = reidentify(lazy, ORIGINALS, UIDS, _new_uid, PROVENANCE, NOW).dataset
+    assert isinstance(out._dict[0x7FE00010], RawDataElement)  # never read into memory
+    assert out.StudyInstanceUID == "1.2.3.4.100"
+    written = tmp_path / "out.dcm"
+    dcmwrite(written, out, enforce_file_format=True)
+    again = dcmread(written)
+    assert again.PixelData == given.PixelData and again.PatientID == "PID-REAL-1"
