@@ -76,6 +76,8 @@ class ResultRecord:
     sop_class_uid: str
     institute_sop_instance_uid: str
     received_at: datetime
+    #: whether its re-identified file is still kept (removed once delivered)
+    file_kept: bool = False
 
 
 def _record(session: Session, case: ConsultCase) -> CaseRecord:
@@ -344,7 +346,8 @@ def results_of(session: Session, case_id: int) -> list[ResultRecord]:
     rows = session.scalars(select(CaseResult).where(CaseResult.case_fk == case_id)
                            .order_by(CaseResult.id))
     return [ResultRecord(row.sop_instance_uid, row.sop_class_uid,
-                         row.institute_sop_instance_uid, row.received_at) for row in rows]
+                         row.institute_sop_instance_uid, row.received_at, bool(row.file_path))
+            for row in rows]
 
 
 def close(session: Session, case_id: int, now: datetime) -> CaseRecord:

@@ -7,7 +7,8 @@ study, the forward jobs that took the study there and brought results back,
 the results (the institute's UID and the clinic's new one) and the audit
 records of the study; ``case close ID`` ends a case (results that still
 come for it are quarantined); ``case return-to ID SLUG`` names the peer
-results go to when it is not the clinic itself. Everything shown is a
+results go to when it is not the clinic itself, and queues to it the
+results still held (those that found no destination when they came). Everything shown is a
 remapped UID, an institute's pseudonymous UID or a peer slug: no PHI. An
 unknown case or peer exits 3, a bad argument 2; changes are audited with
 the OS user.
@@ -188,10 +189,16 @@ def return_to(app: AppContext, case_id: str, slug: str) -> None:
                 raise NotFoundError(f"SLUG: no peer {slug!r}")
             if "destination" not in peer.roles:
                 raise UsageError(f"SLUG: peer {slug!r} has no destination role")
-            record = cases.set_return_to(session, number, slug, datetime.now(UTC))
+            now = datetime.now(UTC)
+            record = cases.set_return_to(session, number, slug, now)
+            # results still held (not yet delivered anywhere) go there now
+            held = [r.sop_instance_uid for r in cases.results_of(session, number) if r.file_kept]
+            job = (jobs.enqueue_results(session, record.study_instance_uid, slug, held, now)
+                   if held else None)
             audit.record(session, "case-return-to", _actor(), "success",
                          study_instance_uid=record.study_instance_uid,
-                         detail=f"case={number} to={slug}")
+                         detail=f"case={number} to={slug} job={job.id if job else '-'}")
     except StorageError as exc:
         raise storage_failure(exc) from exc
-    click.echo(f"case {number}: results return to {slug}")
+    click.echo(f"case {number}: results return to {slug}"
+               + (f"; job {job.id} queues {job.pending} held result(s)" if job else ""))

@@ -10,11 +10,13 @@ PostgreSQL.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import AE
@@ -30,13 +32,14 @@ import storage.cases as cases
 import storage.jobs as jobs
 import storage.peers as peers
 import storage.quarantine as quarantine
+from gateway.cli import main
 from gateway.node import Node
 from storage.case_models import CaseResult, CaseState
 from storage.db import session_scope
 from storage.models import Instance, Study
 from storage.records import PeerRecord
 from tests.consult import Collector, all_values, make_kos, make_sr, references, to_bytes
-from tests.conftest import wait_until
+from tests.conftest import TEST_KEY_HEX, wait_until
 from tests.corpus import PATIENT_A, Corpus, make_clinic_study
 
 FAST = {"forward.poll_seconds": 1, "forward.first_delay_seconds": 1,
@@ -265,3 +268,33 @@ def test_a_closed_case_takes_no_more_results(
             return len(quarantine.list_entries(session)) == 1
     wait_until(held, what="result quarantined")
     assert _case(node, case.id).results == 0
+
+
+def test_results_held_for_want_of_a_destination_go_where_return_to_names(
+        collectors: Callable[[str], Collector], make_node: Callable[..., Node],
+        tmp_path: Path, db_url: str) -> None:
+    node = make_node(**FAST)
+    institute, pacs = collectors("INSTA"), collectors("PACS")
+    _add(node, "clinic", "CLINIC", 104, ("source",))  # the clinic takes nothing back itself
+    _add(node, "pacs", "PACS", pacs.port, ("destination",))
+    _add(node, "institute-a", "INSTA", institute.port, ("destination", "results"))
+    study, study_uid = _send_study(node, tmp_path / "study")
+    case = _forward(node, study_uid, "institute-a")
+    wait_until(lambda: _case(node, case.id).state is CaseState.DELIVERED, what="delivered")
+    assert _store(node, "INSTA", [make_kos(institute.datasets())], RESULT_CLASSES[1:]) == [0]
+    wait_until(lambda: _case(node, case.id).state is CaseState.ANSWERED, what="answered")
+    with session_scope(node.app.engine, readonly=True) as session:
+        [held] = audit.list_events(session, event="result-return")
+    assert held.outcome.value == "failure" and "no destination peer" in held.detail
+
+    env = {name: None for name in os.environ if name.startswith("DICOM_GATEWAY_")}
+    env.update({"DICOM_GATEWAY_HMAC_KEY": TEST_KEY_HEX, "DICOM_GATEWAY_DATABASE__URL": db_url,
+                "DICOM_GATEWAY_STORAGE__DATA_DIR": str(node.app.data_dir)})
+    moved = CliRunner().invoke(main, ["case", "return-to", str(case.id), "pacs"], env=env,
+                               catch_exceptions=False)
+    assert moved.exit_code == 0 and "queues 1 held result(s)" in moved.stdout, moved.output
+    wait_until(lambda: len(pacs.datasets()) == 1, what="the result at the named PACS")
+    wait_until(lambda: _case(node, case.id).state is CaseState.RETURNED, what="returned")
+    [back] = pacs.datasets()
+    assert back.PatientID == PATIENT_A.patient_id
+    assert back.StudyInstanceUID == study.studies["CLINIC"]
