@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import select
 
+import storage.cases as cases
 import storage.jobs as jobs
 import storage.peers as peers
 from gateway.app import build_app
@@ -68,7 +69,8 @@ def case_id(tmp_path: Path, db_url: str) -> int:
             uid = str(session.scalars(select(Study.study_instance_uid)).one())
             job = jobs.enqueue(session, uid, "institute-a", datetime.now(UTC))
             assert job is not None
-        return 1
+            [case] = cases.list_cases(session)
+        return case.id
     finally:
         app.close()
 
@@ -110,17 +112,17 @@ def test_case_close_and_return_to_are_audited(gw: Invoke, case_id: int) -> None:
 
 
 @pytest.mark.parametrize(("args", "code", "message"), [
-    (("case", "show", "99"), 3, "case 99: not found"),
+    (("case", "show", "99999"), 3, "case 99999: not found"),
     (("case", "close", "x1"), 2, "ID: expected a case number"),
-    (("case", "return-to", "1", "nobody"), 3, "no peer 'nobody'"),
-    (("case", "return-to", "1", "institute-a"), 2, "has no destination role"),
+    (("case", "return-to", "CASE", "nobody"), 3, "no peer 'nobody'"),
+    (("case", "return-to", "CASE", "institute-a"), 2, "has no destination role"),
 ])
 def test_case_errors_exit_with_one_line(gw: Invoke, case_id: int, args: tuple[str, ...],
                                         code: int, message: str) -> None:
     if args[-1] == "institute-a":
         with_role = gw("peer", "update", "institute-a", "--role", "results")
         assert with_role.exit_code == 0, with_role.output
-    result = gw(*args)
+    result = gw(*[str(case_id) if arg == "CASE" else arg for arg in args])
     assert result.exit_code == code, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0]

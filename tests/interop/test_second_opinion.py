@@ -170,7 +170,7 @@ def test_an_sr_and_a_kos_from_orthanc_file_under_the_clinic_s_real_study(
     assert str(back["SR"].ContentSequence[0].TextValue) == "Second reader: no nodule."
     assert len(references(back["KO"])) == 6
 
-    trip = _json(gw, "case", "show", "1")
+    trip = _json(gw, "case", "show", str(case()["id"]))
     assert isinstance(trip, dict)
     assert len(trip["results"]) == 2
     assert [(j["kind"], j["destination"], j["state"]) for j in trip["jobs"]] == [
