@@ -1,4 +1,4 @@
-"""Helpers for consultation round trips: what an institute makes of a de-identified study.
+"""Consultation round trips in tests: what an institute makes of a de-identified study.
 
 :func:`make_sr` and :func:`make_kos` build a Comprehensive SR and a Key
 Object Selection the way a consulting institute would: against the
