@@ -28,6 +28,7 @@ __all__ = [
     "check_pseudonym_prefix",
     "check_syslog_url",
     "check_uid",
+    "check_uid_root",
 ]
 
 Check = tuple[bool, str]
@@ -140,6 +141,18 @@ def check_uid(value: str) -> Check:
                 return False, f"component {component} has a leading zero"
             return False, "it has characters other than digits and dots"
     return _OK
+
+
+def check_uid_root(value: str) -> Check:
+    """Check a UID root for new UIDs: a UID followed by a dot, at most 40 characters.
+
+    The rest of the 64 characters (PS3.5 9.1) is left for what is appended.
+    """
+    if not value.endswith("."):
+        return False, "it does not end with a dot"
+    if len(value) > 40:
+        return False, f"it is {len(value)} characters long"
+    return check_uid(value[:-1])
 
 
 def check_each(values: Sequence[str], check: Callable[[str], Check]) -> Check:

@@ -35,6 +35,7 @@ from ._checks import (
     check_pseudonym_prefix,
     check_syslog_url,
     check_uid,
+    check_uid_root,
 )
 from .schema import ANONYMIZER_OPTIONS, redact_url
 
@@ -82,6 +83,11 @@ SPECS: dict[str, dict[str, Spec]] = {
             "an AE title (1-16 ASCII characters, no backslash or control characters, "
             "not only spaces)",
             check_ae_title,
+        ),
+        "uid_root": Spec(
+            "str",
+            "a UID root: digits and dots, ending with a dot, at most 40 characters",
+            check_uid_root,
         ),
     },
     "listener": {

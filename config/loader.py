@@ -330,7 +330,7 @@ def _build(
     values: Mapping[str, Any], given: Mapping[str, Given], config_file: Path | None
 ) -> Settings:
     return Settings(
-        node=NodeSettings(ae_title=values["node.ae_title"]),
+        node=NodeSettings(ae_title=values["node.ae_title"], uid_root=values["node.uid_root"]),
         listener=ListenerSettings(bind=values["listener.bind"], port=values["listener.port"]),
         tls=TLSSettings(
             enabled=values["tls.enabled"],

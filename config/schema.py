@@ -58,9 +58,10 @@ _URL_PASSWORD = re.compile(r"^(?P<head>[\w+.-]+://[^:/@]*:)[^@]*(?=@)")
 
 @dataclass(frozen=True, slots=True)
 class NodeSettings:
-    """``[node]``: who this node is on the DICOM network."""
+    """``[node]``: who this node is on the DICOM network, and the root of the UIDs it makes."""
 
     ae_title: str
+    uid_root: str = "1.2.826.0.1.3680043.8.498."
 
 
 @dataclass(frozen=True, slots=True)

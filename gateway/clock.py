@@ -3,7 +3,9 @@
 ARCHITECTURE.md, routing and forwarding: the scheduler is the clock only.
 Each firing asks the database what is due: the stability sweep
 (:func:`gateway.router.route_stable`) queues jobs for studies that became
-stable, then :func:`gateway.forwarder.run_due` leases and sends due jobs.
+stable, then :func:`gateway.forwarder.run_due` leases and sends due jobs,
+then :func:`gateway.results.purge_delivered` removes the re-identified
+results the clinics have received.
 A restart loses nothing: the index and the queue are the truth. Firings
 never overlap (``max_instances=1``) and missed ones collapse into one
 (``coalesce``). The clock fires every ``forward.poll_seconds``, first at
@@ -19,6 +21,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from .app import App
 from .forwarder import run_due
+from .results import purge_delivered
 from .router import route_stable
 
 __all__ = ["Clock"]
@@ -58,3 +61,7 @@ class Clock:
         if report.total:
             logger.info("forward dispatch done=%d retry=%d failed=%d", report.done,
                         report.retried, report.failed)
+        try:
+            purge_delivered(self._app)
+        except Exception:  # the files are removed next time
+            logger.exception("purge of delivered results error")

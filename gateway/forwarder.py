@@ -262,7 +262,9 @@ def send_job(app: App, job: jobs.JobRecord, owner: str, *,
                     pending.append((item.sop_instance_uid, ItemState.FAILED, None))
                     continue
                 try:
-                    outgoing = _dataset(app, item, accepted, space)
+                    # a result returning to its clinic is re-identified already: never re-keyed
+                    outgoing = _dataset(app, item, accepted,
+                                        None if item.reidentified else space)
                 except AnonymizationError as exc:  # names the rule, never a value
                     logger.warning("forward job=%d sop=%s state=failed reason=%r", job.id,
                                    item.sop_instance_uid, str(exc))

@@ -5,7 +5,10 @@ Durability contract 2 (ARCHITECTURE): each step is idempotent, keyed by the
 
 1. claim the oldest spool entry (an atomic rename, so workers in any number
    of threads or processes never take the same one);
-2. de-identify it (:func:`anonymizer.anonymize`); an instance the engine
+2. de-identify it (:func:`anonymizer.anonymize`), unless it comes from a
+   peer with the ``results`` role: then it is a consultation result,
+   matched to its case and re-identified for the clinic instead
+   (:mod:`gateway.results`); an instance the engine
    cannot de-identify, or flags for review, is quarantined with the reason
    (an entry a person released after review, ``meta.released``, skips only
    the review flag: the residual-PHI gate and the rest still apply);
@@ -59,6 +62,7 @@ from storage.records import InstanceRecord, MapEntry
 from storage.spool import SpoolEntry
 
 from .app import App
+from .results import is_results_peer, receive_result
 
 __all__ = ["BATCH", "BATCH_SECONDS", "IngestOutcome", "IngestReport", "run_once"]
 
@@ -153,13 +157,15 @@ def _record(result: Result, entry: SpoolEntry, stored_path: str, size: int, sha2
     )
 
 
-def _map_entries(result: Result) -> list[MapEntry]:
+def _map_entries(result: Result, sex: str = "") -> list[MapEntry]:
     """What re-identification needs, keyed by the replaced values (originals get encrypted)."""
     study = result.study_instance_uid
-    name = result.patient.fallback.rpartition("|")[0]
+    name, _, birth_date = result.patient.fallback.rpartition("|")
     patient = json.dumps({"patient_id": result.patient.patient_id,
                           "issuer_of_patient_id": result.patient.issuer,
-                          "patient_name": name}, sort_keys=True)
+                          "patient_name": name, "patient_birth_date": birth_date,
+                          "patient_sex": sex},
+                         sort_keys=True)
     entries = [
         MapEntry(kind=MapKind.PATIENT, pseudonym=result.pseudonym.patient_id, original=patient,
                  study_instance_uid=study),
@@ -203,10 +209,14 @@ def _prepare(app: App, entry: SpoolEntry, batch_sops: Container[str], reader: Se
     ``reader`` is the batch's read-only session, for the repeat check.
     """
     started = time.monotonic()
+    if is_results_peer(reader, entry.meta.source_peer):  # a second opinion coming back
+        return IngestOutcome(receive_result(app, entry))
     received_sha256 = _sha256(entry.path)
     try:
         # values over 1 MB stay on disk and stream through (anonymizer.streams)
-        result = anonymize(dcmread(entry.path, defer_size=_DEFER_BYTES), app.profile, app.lookup)
+        source = dcmread(entry.path, defer_size=_DEFER_BYTES)
+        result = anonymize(source, app.profile, app.lookup)
+        sex = str(source.get("PatientSex", "") or "")[:16]  # sealed in the map, for results
     except AnonymizationError as exc:
         return _quarantine(app, entry, str(exc))
     except Exception as exc:  # pydicom raises many types on broken input
@@ -242,7 +252,8 @@ def _prepare(app: App, entry: SpoolEntry, batch_sops: Container[str], reader: Se
         app.spool.unclaim(entry)
         return IngestOutcome.RETRY
     record = _record(result, entry, stored.path, stored.size, stored.sha256, received_sha256)
-    return _Prepared(entry, record, _map_entries(result), result.pseudonym.patient_id, started)
+    return _Prepared(entry, record, _map_entries(result, sex), result.pseudonym.patient_id,
+                     started)
 
 
 def _commit(app: App, batch: list[_Prepared]) -> list[IngestOutcome]:

@@ -12,7 +12,7 @@ it comes over the TLS listener with that certificate (RELIABILITY.md T02).
 Refusals happen at association time with the PS3.8 reasons pynetdicom uses:
 called AE title not ours -> rejected-permanent (1, 1, 7); calling AE title
 not recognised (unknown, or pinned elsewhere) -> (1, 1, 3). A registered
-peer without the ``source`` role that sends a C-STORE, and any caller
+peer without the ``source`` or ``results`` role that sends a C-STORE, and any caller
 without the ``query`` role that sends a C-FIND (unregistered local callers
 included: loopback is open to echo and store only), get 0x0124 "Refused:
 Not Authorised" (PS3.7 C). Every refusal leaves an audit record (I5), and
@@ -117,7 +117,8 @@ def _open_to_unknown(app: App) -> bool:
 
 
 def may_store(decision: Decision) -> bool:
-    return "source" in decision.roles
+    """A C-STORE needs the ``source`` role, or ``results`` (an institute sending results back)."""
+    return "source" in decision.roles or "results" in decision.roles
 
 
 def may_query(decision: Decision) -> bool:

@@ -14,10 +14,12 @@ Modules, one job each:
 ``matching``    PS3.4 C.2.2.2 matching values parsed from text (no DICOM library)
 ``conditions``  one match as an SQL condition; ``search`` a whole C-FIND query
 ``peers``, ``audit``, ``quarantine``   what the CLI administers and lists
-``jobs``        the forward queue; ``commitments`` Storage Commitment results
+``jobs``        the forward queue; ``commitments`` Storage Commitment results;
+                ``cases`` consultation cases and their results
 ``filestore``   write-once de-identified files; ``spool`` received originals
 """
 
+from .case_models import CaseState  # registers the consultation cases' tables
 from .commitment_models import StorageCommitment  # registers the commitment table
 from .crypto import MapCipher
 from .db import make_engine, session_scope
@@ -43,6 +45,7 @@ __all__ = [
     "AddOutcome",
     "AuditEvent",
     "AuditOutcome",
+    "CaseState",
     "FileStore",
     "InstanceRecord",
     "ItemState",

@@ -171,6 +171,7 @@ def list_events(
     limit: int = DEFAULT_LIMIT,
     *,
     newest: bool = False,
+    study_instance_uid: str | None = None,
 ) -> list[AuditEvent]:
     """List audit records in the order they were written.
 
@@ -187,6 +188,8 @@ def list_events(
         most recent ones (still listed oldest first).
     newest : bool
         Keep the most recent ``limit`` records instead of the oldest.
+    study_instance_uid : str | None
+        Only records about this (remapped) study.
 
     Returns
     -------
@@ -201,6 +204,8 @@ def list_events(
         query = query.where(AuditEntry.at >= since)
     if event is not None:
         query = query.where(AuditEntry.event == event)
+    if study_instance_uid is not None:
+        query = query.where(AuditEntry.study_instance_uid == study_instance_uid)
     order = AuditEntry.id.desc() if newest else AuditEntry.id
     found = [_event(row) for row in session.execute(query.order_by(order).limit(limit)).scalars()]
     return found[::-1] if newest else found

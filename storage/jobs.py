@@ -8,6 +8,10 @@ in the caller's transaction (:func:`storage.db.session_scope`):
   when an earlier job delivered some), or adds late instances to the open
   job; nothing already delivered is ever queued again, so changing routes
   or forwarding again never re-sends a delivered instance;
+- :func:`enqueue` also opens or extends the consultation case of the study
+  and destination (:func:`storage.cases.track`); :func:`enqueue_results`
+  queues re-identified results of a case to the clinic (their items are
+  ``case_result`` rows, never index rows, so nothing else can route them);
 - :func:`claim_due` leases due jobs to one forwarder. On PostgreSQL the
   candidates are locked ``FOR UPDATE SKIP LOCKED``, so forwarders on many
   nodes never take the same job; on SQLite the write transaction itself
@@ -18,7 +22,8 @@ in the caller's transaction (:func:`storage.db.session_scope`):
 - :func:`finish` closes an attempt: done, or pending again after an
   exponential back-off (``first_delay * multiplier ** (attempts - 1)``,
   capped), or failed (a dead letter with the reason) after the last attempt.
-  Only the lease holder may finish.
+  Only the lease holder may finish. A delivered job moves its cases along
+  (:func:`storage.cases.on_job_done`).
 """
 
 from __future__ import annotations
@@ -31,14 +36,16 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from . import cases
+from .case_models import CaseResult
 from .db import dialect_of
 from .errors import StorageError
 from .models import Instance, Peer, Series, Study, StudyState
 from .queue_models import OPEN_STATES, ForwardItem, ForwardJob, ItemState, JobKind, JobState
 
-__all__ = ["ItemToSend", "JobRecord", "RetryPolicy", "cancel", "claim_due", "enqueue", "finish",
-           "get", "items_to_send", "list_jobs", "mark_routed", "record_items", "renew_lease",
-           "retry", "unrouted_stable"]
+__all__ = ["ItemToSend", "JobRecord", "RetryPolicy", "cancel", "claim_due", "enqueue",
+           "enqueue_results", "finish", "get", "items_to_send", "list_jobs", "mark_routed",
+           "record_items", "renew_lease", "retry", "unrouted_stable"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +93,8 @@ class ItemToSend:
     sop_class_uid: str
     transfer_syntax_uid: str
     file_path: str
+    #: a consultation result re-identified for the clinic: sent as stored, never re-keyed
+    reidentified: bool = False
 
 
 def _record(session: Session, job: ForwardJob) -> JobRecord:
@@ -124,26 +133,59 @@ def enqueue(session: Session, study_instance_uid: str, destination: str, now: da
         study_instances.where(Instance.sop_instance_uid.not_in(earlier))))
     if not missing:
         return None
+    delivered_before = session.scalar(select(func.count()).select_from(ForwardJob).where(
+        ForwardJob.study_instance_uid == study_instance_uid,
+        ForwardJob.destination == destination, ForwardJob.kind != JobKind.RESULT))
+    job = _open_job(session, study_instance_uid, destination, now,
+                    JobKind.FOLLOW_UP if delivered_before else JobKind.INITIAL, route, priority)
+    _add_items(session, job, missing, now)
+    cases.track(session, study_instance_uid, destination, missing, now)
+    return _record(session, job)
+
+
+def _open_job(session: Session, study_instance_uid: str, destination: str, now: datetime,
+              kind: JobKind, route: str | None, priority: int) -> ForwardJob:
     job = session.scalars(select(ForwardJob).where(
         ForwardJob.study_instance_uid == study_instance_uid,
         ForwardJob.destination == destination,
         ForwardJob.state.in_(OPEN_STATES))).one_or_none()
     if job is None:
-        delivered_before = session.scalar(select(func.count()).select_from(ForwardJob).where(
-            ForwardJob.study_instance_uid == study_instance_uid,
-            ForwardJob.destination == destination))
         job = ForwardJob(
-            study_instance_uid=study_instance_uid, destination=destination,
-            kind=JobKind.FOLLOW_UP if delivered_before else JobKind.INITIAL,
+            study_instance_uid=study_instance_uid, destination=destination, kind=kind,
             state=JobState.PENDING, route=route, priority=priority, attempts=0,
             next_attempt_at=now, last_error="", confirmed_by="", created_at=now,
             updated_at=now)
         session.add(job)
         session.flush()
+    return job
+
+
+def _add_items(session: Session, job: ForwardJob, uids: Iterable[str], now: datetime) -> None:
     session.add_all(ForwardItem(job_fk=job.id, sop_instance_uid=uid, state=ItemState.PENDING)
-                    for uid in missing)
+                    for uid in uids)
     job.updated_at = now
     session.flush()
+
+
+def enqueue_results(session: Session, study_instance_uid: str, destination: str,
+                    sop_instance_uids: Collection[str], now: datetime) -> JobRecord | None:
+    """Queue re-identified results (``case_result`` rows) of a study to the clinic.
+
+    ``study_instance_uid`` is the node's remapped UID of the case's study
+    (what logs and the CLI show). Results already delivered to or queued for
+    ``destination`` are skipped; ``None`` when nothing is left.
+    """
+    earlier = set(session.scalars(
+        select(ForwardItem.sop_instance_uid)
+        .join(ForwardJob, ForwardItem.job_fk == ForwardJob.id)
+        .where(ForwardJob.destination == destination,
+               ForwardItem.sop_instance_uid.in_(list(sop_instance_uids)),
+               or_(ForwardItem.state == ItemState.SENT, ForwardJob.state.in_(OPEN_STATES)))))
+    missing = sorted(set(sop_instance_uids) - earlier)
+    if not missing:
+        return None
+    job = _open_job(session, study_instance_uid, destination, now, JobKind.RESULT, None, 0)
+    _add_items(session, job, missing, now)
     return _record(session, job)
 
 
@@ -222,7 +264,14 @@ def items_to_send(session: Session, job_id: int) -> list[ItemToSend]:
         .join(ForwardItem, ForwardItem.sop_instance_uid == Instance.sop_instance_uid)
         .where(ForwardItem.job_fk == job_id, ForwardItem.state == ItemState.PENDING)
         .order_by(Instance.series_fk, Instance.instance_number, Instance.id)).all()
-    return [ItemToSend(*row) for row in rows]
+    results = session.execute(
+        select(CaseResult.sop_instance_uid, CaseResult.sop_class_uid,
+               CaseResult.transfer_syntax_uid, CaseResult.file_path)
+        .join(ForwardItem, ForwardItem.sop_instance_uid == CaseResult.sop_instance_uid)
+        .where(ForwardItem.job_fk == job_id, ForwardItem.state == ItemState.PENDING)
+        .order_by(CaseResult.id)).all()
+    return ([ItemToSend(*row) for row in rows]
+            + [ItemToSend(*row, reidentified=True) for row in results])
 
 
 def record_items(session: Session, job_id: int,
@@ -275,6 +324,7 @@ def finish(session: Session, job_id: int, owner: str, now: datetime, policy: Ret
         job.state = JobState.DONE
         job.confirmed_by = confirmed_by
         job.last_error = ""
+        cases.on_job_done(session, job.id, job.study_instance_uid, job.destination, now)
     elif give_up or record.failed or (error and job.attempts >= policy.max_attempts):
         job.state = JobState.FAILED
         job.last_error = error or f"{record.failed} instance(s) refused by the destination"

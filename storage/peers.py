@@ -1,8 +1,9 @@
 """Peers: the remote AEs an administrator registers, and their roles.
 
 ARCHITECTURE.md, peers and access: every remote AE is a peer with roles
-``source`` (may store), ``query`` (may find), ``retrieve`` (may move/get)
-and ``destination`` (we send to it), optionally pinned to one address
+``source`` (may store), ``query`` (may find), ``retrieve`` (may move/get),
+``destination`` (we send to it) and ``results`` (stores results of the
+cases sent to it), optionally pinned to one address
 (RELIABILITY.md T02). A query or retrieve peer has a scope: ``all``,
 ``sent`` (the studies it sent; the default) or ``routed`` (the studies
 routed to it: those with a forward job to it). A destination has
@@ -40,8 +41,10 @@ __all__ = [
     "PeerChanges", "add", "by_ae_title", "get", "list_all", "remove", "update",
 ]
 
-#: The roles a peer may have, in display order.
-ROLES: Final = ("source", "query", "retrieve", "destination")
+#: The roles a peer may have, in display order. ``results``: a consulting institute whose
+#: stores are results of the cases sent to it, matched and re-identified for the clinic
+#: (gateway.results), never new studies.
+ROLES: Final = ("source", "query", "retrieve", "destination", "results")
 #: A destination's pseudonym space: the node's own, or one keyed for it alone.
 PSEUDONYM_SPACES: Final = ("shared", "own")
 #: A destination's transfer syntax: as stored (uncompressed as a fallback), or always

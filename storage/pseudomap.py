@@ -22,7 +22,7 @@ from .errors import StorageError
 from .models import SHORT, UID, MapKind, Patient, PseudonymMap, Study
 from .records import MapEntry
 
-__all__ = ["add_entries", "originals_for_study", "uid_originals"]
+__all__ = ["add_entries", "originals_for_study", "originals_of_uids", "uid_originals"]
 
 #: Kinds with one value per study, as returned by :func:`originals_for_study`.
 _STUDY_KINDS = (MapKind.PATIENT, MapKind.STUDY, MapKind.ACCESSION, MapKind.STUDY_ID)
@@ -184,3 +184,25 @@ def uid_originals(
         pseudonym: cipher.open(sealed, associated=_context(kind, pseudonym))
         for kind, pseudonym, sealed in found
     }
+
+
+def originals_of_uids(
+    session: Session, cipher: MapCipher, uids: Sequence[str]
+) -> dict[str, str]:
+    """Return original UIDs by new UID for the given new UIDs, whatever study they came in.
+
+    A UID first seen in another study of the patient (a frame of reference
+    shared by two studies) is found here, where :func:`uid_originals` only
+    knows a study's own. The caller audits the look-up.
+    """
+    found: dict[str, str] = {}
+    wanted = sorted(set(uids))
+    for start in range(0, len(wanted), 500):
+        rows = session.execute(
+            select(PseudonymMap.kind, PseudonymMap.pseudonym, PseudonymMap.original_ciphertext)
+            .where(PseudonymMap.kind.in_((MapKind.STUDY, MapKind.UID)),
+                   PseudonymMap.pseudonym.in_(wanted[start:start + 500]))
+        ).all()
+        for kind, pseudonym, sealed in rows:
+            found[pseudonym] = cipher.open(sealed, associated=_context(kind, pseudonym))
+    return found

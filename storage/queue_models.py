@@ -55,10 +55,13 @@ OPEN_STATES = (JobState.PENDING, JobState.SENDING)
 
 
 class JobKind(str, enum.Enum):
-    """``initial``: the study as it was when routed; ``follow-up``: instances that came later."""
+    """``initial``: the study as it was when routed; ``follow-up``: instances that came later;
+    ``result``: re-identified results of a consultation case, returning to the clinic
+    (:mod:`storage.cases`)."""
 
     INITIAL = "initial"
     FOLLOW_UP = "follow-up"
+    RESULT = "result"
 
 
 class ItemState(str, enum.Enum):

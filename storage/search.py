@@ -54,7 +54,7 @@ from .conditions import match_condition, range_condition, time_of
 from .db import read_connection
 from .matching import Match, Range, Single, Universal, ValueKind
 from .models import Instance, Patient, PeerScope, Series, Study, StudyState
-from .queue_models import ForwardJob
+from .queue_models import ForwardJob, JobKind
 
 __all__ = [
     "FIELDS",
@@ -145,8 +145,10 @@ def visible(scope: Scope, study: Any = Study) -> ColumnElement[bool]:
     if scope.kind is PeerScope.SENT and scope.peer:
         return and_(active, study.source_peer == scope.peer)
     if scope.kind is PeerScope.ROUTED and scope.peer:
+        # results of a consultation returning to a clinic are not the study routed to it
         routed = exists().where(ForwardJob.study_instance_uid == study.study_instance_uid,
-                                ForwardJob.destination == scope.peer)
+                                ForwardJob.destination == scope.peer,
+                                ForwardJob.kind != JobKind.RESULT)
         return and_(active, routed)
     return and_(active, false())
 

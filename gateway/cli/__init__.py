@@ -62,6 +62,7 @@ def main(ctx: click.Context, config_path: Path | None, verbose: int, quiet: bool
 _COMMANDS: list[str] = [
     "gateway.cli.anonymize:anonymize",
     "gateway.cli.audit:audit_group",
+    "gateway.cli.case:case",
     "gateway.cli.config:config",
     "gateway.cli.db:db",
     "gateway.cli.import_:import_",

@@ -201,7 +201,7 @@ def _get(app: AppContext, slug: str) -> PeerRecord:
     multiple=True,
     required=True,
     metavar="ROLE",
-    help="source, query, retrieve or destination; repeat for several.",
+    help="source, query, retrieve, destination or results; repeat for several.",
 )
 @click.option("--pin-address", default=None, metavar="IP",
               help="Accept this peer's associations only from this address.")
@@ -245,7 +245,7 @@ def add(app: AppContext, /, slug: str, ae_title: str, host: str, port_text: str,
 @click.option("--host", default=None, help="Host name or address to connect to.")
 @click.option("--port", "port_text", default=None, metavar="PORT", help="TCP port, 1-65535.")
 @click.option("--role", "role_values", multiple=True, metavar="ROLE",
-              help="Replaces the roles: source, query, retrieve or destination; repeat.")
+              help="Replaces the roles: source, query, retrieve, destination or results; repeat.")
 @click.option("--pin-address", default=None, metavar="IP",
               help="Accept this peer's associations only from this address.")
 @click.option("--unpin", is_flag=True, help="Accept this peer's associations from any address.")

@@ -151,7 +151,7 @@ def test_config_show_json_is_one_document(workdir: Path) -> None:
     data = json.loads(result.stdout)
     assert list(data) == ["node", "listener", "tls", "storage", "database", "anonymizer", "limits",
                           "policy", "ingest", "query", "forward", "audit", "status", "logging"]
-    assert data["node"] == {"ae_title": "GATEWAY"}
+    assert data["node"] == {"ae_title": "GATEWAY", "uid_root": "1.2.826.0.1.3680043.8.498."}
     assert data["listener"] == {"bind": "127.0.0.1", "port": 11113}
     assert data["storage"] == {"data_dir": str(workdir / "var"),
                                "spool_dir": str(workdir / "var" / "spool")}

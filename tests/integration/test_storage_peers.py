@@ -79,7 +79,7 @@ INVALID: list[tuple[dict[str, object], str]] = [
     ({"port": 65536}, "peer port: expected an integer 1-65535"),
     ({"port": True}, "peer port: expected"),
     ({"roles": ("source", "admin")}, "peer roles: expected one or more of source, query, "
-                                     "retrieve, destination, got admin"),
+                                     "retrieve, destination, results, got admin"),
     ({"roles": ()}, "peer roles: expected one or more of .*, got none"),
     ({"pinned_address": "clinic.example"}, "peer pinned_address: expected an IPv4 or IPv6"),
     ({"max_associations": 0}, "peer max_associations: expected an integer 1-64, got 0"),

@@ -273,3 +273,14 @@ def test_a_routed_scope_sees_the_studies_routed_to_that_peer(indexed: Engine) ->
                                    study_instance_uid="2.25.1001",
                                    series_instance_uid="2.25.1001.1"), "sop_instance_uid")
     assert images, "the routed study's images are hidden from its destination"
+
+
+def test_results_returning_to_a_clinic_do_not_route_the_study_to_it(indexed: Engine) -> None:
+    import storage.jobs as jobs
+    from datetime import UTC, datetime
+
+    with session_scope(indexed) as session:
+        back = jobs.enqueue_results(session, "2.25.1001", "clinic", ["1.2.826.0.1.3680043.8.498.7"],
+                                    datetime.now(UTC))
+    assert back is not None and back.kind.value == "result"
+    assert _uids(indexed, _query(Level.STUDY, Scope(PeerScope.ROUTED, "clinic"))) == []

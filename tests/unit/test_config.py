@@ -594,3 +594,22 @@ def test_spool_dir_defaults_to_data_dir_spool_and_resolves_against_it(workdir: P
     assert relative.storage.spool_dir == workdir / "var" / "spool-node2"
     absolute = load_config(None, {"DICOM_GATEWAY_STORAGE__SPOOL_DIR": "/srv/node2/spool"})
     assert absolute.storage.spool_dir == Path("/srv/node2/spool")
+
+
+@pytest.mark.parametrize(("value", "reason"), [
+    ("1.2.3", "does not end with a dot"),
+    ("1.02.3.", "leading zero"),
+    ("1.2." + "3" * 40 + ".", "characters long"),
+])
+def test_a_bad_uid_root_names_key_value_and_what_was_expected(
+        workdir: Path, value: str, reason: str) -> None:
+    problems = problems_of(overrides={"node.uid_root": value})
+
+    assert len(problems) == 1
+    assert problems[0].startswith("node.uid_root: expected a UID root")
+    assert value in problems[0] and reason in problems[0]
+
+
+def test_the_uid_root_given_is_the_one_used(workdir: Path) -> None:
+    assert load_config(None, {}, {"node.uid_root": "2.16.840.1.9."}).node.uid_root == \
+        "2.16.840.1.9."
