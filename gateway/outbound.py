@@ -36,7 +36,7 @@ from pynetdicom.association import Association
 import storage.jobs as jobs
 from storage.records import PeerRecord
 
-from . import confirm
+from . import confirm, directsend
 from .app import App
 from .scp import set_tcp_nodelay
 from .tls import close_transport, tls_args
@@ -108,6 +108,7 @@ class Link:
             contexts=[build_context(sop_class, list(syntaxes)) for sop_class, syntaxes in proposed]
             + confirming, tls_args=tls_args(self._app.settings.tls, peer),
             evt_handlers=[(evt.EVT_CONN_OPEN, set_tcp_nodelay),
+                          (evt.EVT_CONN_OPEN, directsend.install),
                           *confirm.event_handlers(self._app, slug)])
         if not assoc.is_established:
             close_transport(assoc)

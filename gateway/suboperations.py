@@ -42,6 +42,8 @@ from storage.filestore import FileStore
 from storage.records import PeerRecord
 from storage.retrieval import ToSend, syntaxes_by_class
 
+from . import directsend
+
 __all__ = ["MAX_CONTEXTS", "Tally", "accepted_syntaxes", "contexts_for", "load", "open_destination"]
 
 logger = logging.getLogger(__name__)
@@ -173,7 +175,8 @@ def open_destination(ae: Any, destination: PeerRecord, contexts: list[Presentati
     assoc: Association = ae.associate(
         destination.host, destination.port, contexts=contexts,
         ae_title=destination.ae_title, max_pdu=max_pdu, tls_args=tls,
-        evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay), (evt.EVT_DIMSE_RECV, tally.on_message)],
+        evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay), (evt.EVT_CONN_OPEN, directsend.install),
+                      (evt.EVT_DIMSE_RECV, tally.on_message)],
     )
     if not assoc.is_established:
         raw = getattr(assoc, "gateway_socket", None)  # see gateway.retrieve.RetrieveAE
