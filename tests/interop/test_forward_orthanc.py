@@ -165,8 +165,9 @@ def test_a_route_sends_ct_from_one_clinic_only(
 ) -> None:
     from_a = make_clinic_study(tmp_path / "a", series=2, per_series=5, seed=0)
     from_b = make_clinic_study(tmp_path / "b", series=1, per_series=4, seed=1, jpeg=False)
-    pacs = orthanc()
     node = serve(**FAST, DICOM_GATEWAY_FORWARD__STABLE_AFTER_SECONDS="1")
+    # the institute knows the node as a modality: it confirms by Storage Commitment
+    pacs = orthanc({"gateway": ["GATEWAY", "127.0.0.1", node.port]})
     gw = _gw(cli, node)
     for command in (
         ["peer", "add", "clinic-a", "--ae-title", "CLINICA", "--host", "127.0.0.1",
@@ -193,7 +194,8 @@ def test_a_route_sends_ct_from_one_clinic_only(
     studies = json.loads(gw("study", "list", "--json").stdout)
     assert len(studies) == 2
     [job] = _jobs(gw)
-    assert (job["route"], job["destination"], job["sent"]) == ("ct-from-a", "institute", 10)
+    assert (job["route"], job["destination"], job["sent"], job["confirmed_by"]) == (
+        "ct-from-a", "institute", 10, "storage-commitment")
     sent_from_a = {s["study_instance_uid"] for s in studies if s["source_peer"] == "clinic-a"}
     assert {job["study_instance_uid"]} == sent_from_a
     assert len(pacs.get("/instances")) == 10 and len(pacs.get("/studies")) == 1
