@@ -61,6 +61,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from .app import App
+from .audittrail import record_quietly
 from .commitment import ACCEPTOR_ROLES, PUSH_MODEL, handle_event_report, refuse_action
 from .contexts import SharedContexts
 from .find import handle_find, handle_sop_extended
@@ -228,8 +229,12 @@ def start_listener(app: App, ae: RetrieveAE | None = None, *,
         server = ae.start_server(address, block=False, evt_handlers=handlers, contexts=contexts)
     else:
         address = (settings.listener.bind, settings.tls.port)
+        def audit_refusal(peer: str, reason: str) -> None:  # RELIABILITY.md T02, T09
+            record_quietly(app, "tls-handshake-refused", "-", "failure", queued=True,
+                           detail=f"address={peer} reason={reason}")
+
         server = start_tls_server(ae, address, handlers, contexts, tls,
-                                  settings.tls.handshake_timeout)
+                                  settings.tls.handshake_timeout, audit_refusal)
     if server is None:  # only a blocking server returns None
         raise RuntimeError("the listener did not start")
     host, port = server.server_address[:2]

@@ -28,6 +28,7 @@ import logging
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -166,6 +167,8 @@ class TLSAssociationServer(ThreadedAssociationServer):
     """
 
     handshake_timeout: float = 10.0
+    #: called with (address, reason) for each refused handshake (the node audits it)
+    on_refusal: Callable[[str, str], None] | None = None
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         assert self.socket is not None and self.ssl_context is not None
@@ -180,9 +183,11 @@ class TLSAssociationServer(ThreadedAssociationServer):
             request.do_handshake()
             request.settimeout(previous)
         except (OSError, ValueError) as exc:  # ssl.SSLError and timeouts are OSErrors
-            logger.warning("tls handshake refused address=%s reason=%r",
-                           _address(client_address), _reason(exc))
+            address, reason = _address(client_address), _reason(exc)
+            logger.warning("tls handshake refused address=%s reason=%r", address, reason)
             self.shutdown_request(request)
+            if self.on_refusal is not None:
+                self.on_refusal(address, reason)
             return
         super().process_request_thread(request, client_address)
 
@@ -195,12 +200,15 @@ def _address(client_address: Any) -> str:
 
 def start_tls_server(ae: AE, address: tuple[str, int], handlers: list[Any],
                      contexts: list[Any], context: ssl.SSLContext,
-                     handshake_timeout: float) -> TLSAssociationServer:
+                     handshake_timeout: float,
+                     on_refusal: Callable[[str, str], None] | None = None,
+                     ) -> TLSAssociationServer:
     """Start a non-blocking :class:`TLSAssociationServer` (what ``AE.start_server`` does)."""
     server = cast(TLSAssociationServer, ae.make_server(
         address, contexts=contexts, ssl_context=context, evt_handlers=handlers,
         server_class=TLSAssociationServer))
     server.handshake_timeout = handshake_timeout
+    server.on_refusal = on_refusal
     thread = threading.Thread(target=server.serve_forever, name="AcceptorServer-TLS",
                               daemon=True)
     thread.start()

@@ -20,10 +20,12 @@ import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+import storage.audit as audit
 from config import ConfigError
 from gateway.app import build_app
 from gateway.node import Node
 from gateway.tls import server_context
+from storage.db import session_scope
 from tests.conftest import TEST_KEY_HEX, node_settings, wait_until
 from tests.interop.conftest import free_port
 from tests.tlscerts import PKI, Identity, make_pki
@@ -149,6 +151,13 @@ def test_required_client_certificate_refuses_none_and_strangers(start, pki: PKI,
     wait_until(lambda: len(refusals()) >= 2, timeout=10, what="both refusals logged")
     assert any("PEER_DID_NOT_RETURN_A_CERTIFICATE" in line for line in refusals()), refusals()
     assert all("address=127.0.0.1:" in line for line in refusals()), refusals()
+
+    def audited() -> list[str]:
+        with session_scope(node.app.engine, readonly=True) as session:
+            return [e.detail for e in audit.list_events(session, event="tls-handshake-refused")]
+
+    wait_until(lambda: len(audited()) >= 2, timeout=10, what="both refusals audited (T02)")
+    assert all(detail.startswith("address=127.0.0.1:") for detail in audited()), audited()
 
 
 def test_tls_1_1_and_a_plain_client_are_refused_cleanly(start, pki: PKI, caplog) -> None:
