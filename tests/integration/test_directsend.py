@@ -18,6 +18,7 @@ from typing import Any
 import pynetdicom
 import pytest
 from pydicom import dcmread
+from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import P_DATA_TF
@@ -79,7 +80,7 @@ def _send(port: int, files: list[Path], direct: bool) -> tuple[int, int]:
     if direct:
         handlers.append((evt.EVT_CONN_OPEN, directsend.install))
     ae = AE(ae_title="CLINIC")
-    ae.add_requested_context(CTImageStorage)
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)  # as the files are
     assoc = ae.associate("127.0.0.1", port, ae_title="SINK", evt_handlers=handlers)
     assert assoc.is_established
     ok = 0
