@@ -168,8 +168,8 @@ def _check_fingerprint(value: str | None) -> str | None:
         return None
     text = value.replace(":", "").strip().lower()
     if not _FINGERPRINT.fullmatch(text):
-        raise StorageError("peer certificate: expected a SHA-256 fingerprint (64 hex digits, "
-                           f"colons allowed), got {value!r}")
+        raise StorageError("peer certificate_sha256: expected a SHA-256 fingerprint "
+                           f"(64 hex digits, colons allowed), got {value!r}")
     return text
 def _check_number(field: str, value: int) -> int:
     low, high = LIMITS[field]

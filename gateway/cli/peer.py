@@ -60,6 +60,7 @@ _OPTIONS = {
     "backoff_multiplier": "--backoff-multiplier",
     "max_delay_seconds": "--max-delay",
     "transfer_syntax": "--transfer-syntax",
+    "certificate_sha256": "--certificate-sha256",
 }
 _FIELD = re.compile(rf"^peer ({'|'.join(_OPTIONS)}):")
 _SPACE = click.Choice(peers.PSEUDONYM_SPACES)

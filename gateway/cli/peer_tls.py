@@ -23,7 +23,7 @@ import storage.peers as peers
 from gateway.cli._context import AppContext, pass_app
 from gateway.cli._exit import translate_errors
 from gateway.cli._node import node_app, storage_failure
-from gateway.cli.peer import _actor, peer
+from gateway.cli.peer import _actor, _as_usage, peer
 from gateway.errors import NotFoundError, UsageError
 from gateway.tls import fingerprint
 from storage.db import session_scope
@@ -81,9 +81,7 @@ def tls(app: AppContext, slug: str, connect: bool | None, certificate_file: Path
                 record = (peers.update(session, slug, **changes) if changes
                           else peers.get(session, slug))
             except StorageError as exc:
-                message = " ".join(str(exc).split()).replace("peer certificate:",
-                                                             "--certificate-sha256:")
-                raise UsageError(message) from exc
+                raise _as_usage(exc) from exc
             if record is not None and changes:
                 audit.record(session, "peer-update", _actor(), "success",
                              detail=f"peer {slug}: {', '.join(sorted(changes))}")
