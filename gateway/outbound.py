@@ -36,7 +36,7 @@ from pynetdicom.association import Association
 import storage.jobs as jobs
 from storage.records import PeerRecord
 
-from . import confirm, directsend
+from . import confirm, directsend, reactorpause
 from .app import App
 from .scp import set_tcp_nodelay
 from .tls import close_transport, tls_args
@@ -109,6 +109,7 @@ class Link:
             + confirming, tls_args=tls_args(self._app.settings.tls, peer),
             evt_handlers=[(evt.EVT_CONN_OPEN, set_tcp_nodelay),
                           (evt.EVT_CONN_OPEN, directsend.install),
+                          (evt.EVT_CONN_OPEN, reactorpause.install),
                           *confirm.event_handlers(self._app, slug)])
         if not assoc.is_established:
             close_transport(assoc)

@@ -42,7 +42,7 @@ from storage.filestore import FileStore
 from storage.records import PeerRecord
 from storage.retrieval import ToSend, syntaxes_by_class
 
-from . import directsend
+from . import directsend, reactorpause
 
 __all__ = ["MAX_CONTEXTS", "Tally", "accepted_syntaxes", "contexts_for", "load", "open_destination"]
 
@@ -176,6 +176,7 @@ def open_destination(ae: Any, destination: PeerRecord, contexts: list[Presentati
         destination.host, destination.port, contexts=contexts,
         ae_title=destination.ae_title, max_pdu=max_pdu, tls_args=tls,
         evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay), (evt.EVT_CONN_OPEN, directsend.install),
+                      (evt.EVT_CONN_OPEN, reactorpause.install),
                       (evt.EVT_DIMSE_RECV, tally.on_message)],
     )
     if not assoc.is_established:
