@@ -163,7 +163,8 @@ def import_files(app: App, files: Iterator[Path] | list[Path], meta: SpoolMeta) 
         if uids is None:
             report.media_directory += 1
             continue
-        verdict = check_received(path, uids[0], uids[1], max_bytes)
+        verdict = check_received(path, uids[0], uids[1], max_bytes,
+                                 app.settings.anonymizer.max_sequence_depth)
         if verdict is not None:
             report.refused.append(Refusal(path, verdict.comment))
             continue

@@ -115,12 +115,18 @@ def _text(ds: Dataset, keyword: str) -> str:
     return "" if value is None else str(value)
 
 
+#: PS3.5 Table 6.2-1: an IS value lies in -2^31..2^31-1 (and so fits an SQL INTEGER)
+_IS_RANGE = range(-(2**31), 2**31)
+
+
 def _int(ds: Dataset, keyword: str) -> int | None:
+    """An IS value for the index, or None when absent, unreadable or out of IS's range."""
     value = ds.get(keyword)
     try:
-        return None if value in (None, "") else int(value)
-    except (TypeError, ValueError):
+        number = None if value in (None, "") else int(value)
+    except (TypeError, ValueError, OverflowError):
         return None
+    return number if number is not None and number in _IS_RANGE else None
 
 
 def _record(result: Result, entry: SpoolEntry, stored_path: str, size: int, sha256: str,
