@@ -80,7 +80,8 @@ def handle_store(event: Any, app: App) -> int | Dataset:
     )
     def verify() -> Verdict | None:
         return check_received(path, sop_class, sop_instance,
-                              app.settings.limits.max_dataset_mb * _MB)
+                              app.settings.limits.max_dataset_mb * _MB,
+                              app.settings.anonymizer.max_sequence_depth)
 
     try:
         # the header is checked while another thread fsyncs the bytes

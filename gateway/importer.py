@@ -12,7 +12,11 @@ path. For each file under the path (recursively, in a stable order):
    expected UIDs being the file's own, so a broken, truncated or malformed
    file is reported with the rule it breaks and never spooled;
 3. a copy of the bytes is accepted into the spool (temporary name, fsync,
-   rename: the source is never moved or changed) with a
+   rename: the source is never moved or changed), its 128-byte preamble
+   written as zeros: PS3.10 7.1 leaves the preamble to applications, and a
+   file whose preamble holds an executable header (``MZ``, ``\x7fELF``: a
+   polyglot, CVE-2019-11687) is counted and logged as sanitised, so that no
+   copy of those bytes stays in the spool or the quarantine; with a
    :class:`~storage.spool.SpoolMeta` naming ``IMPORT`` or the peer's AE
    title as the caller;
 4. every few files, :func:`gateway.ingest.run_once` processes the entries
@@ -77,6 +81,7 @@ class ImportReport:
     quarantined: int = 0
     not_dicom: int = 0
     media_directory: int = 0
+    preamble_replaced: int = 0
     queued: int = 0
     refused: list[Refusal] = field(default_factory=list)
 
@@ -130,9 +135,20 @@ def _own_uids(path: Path) -> tuple[str, str] | None:
     return str(header.get("SOPClassUID", "")), str(header.get("SOPInstanceUID", ""))
 
 
+_PREAMBLE = 128
+
+
+def _preamble_is_zero(path: Path) -> bool:
+    with path.open("rb") as source:
+        return source.read(_PREAMBLE) == bytes(_PREAMBLE)
+
+
 def _copier(path: Path) -> Callable[[BinaryIO], None]:
+    """Copy ``path`` with a zero preamble (PS3.10 7.1), the rest byte for byte."""
     def write(handle: BinaryIO) -> None:
         with path.open("rb") as source:
+            source.seek(_PREAMBLE)
+            handle.write(bytes(_PREAMBLE))
             shutil.copyfileobj(source, handle, 1 << 20)
 
     return write
@@ -163,10 +179,15 @@ def import_files(app: App, files: Iterator[Path] | list[Path], meta: SpoolMeta) 
         if uids is None:
             report.media_directory += 1
             continue
-        verdict = check_received(path, uids[0], uids[1], max_bytes)
+        verdict = check_received(path, uids[0], uids[1], max_bytes,
+                                 app.settings.anonymizer.max_sequence_depth)
         if verdict is not None:
             report.refused.append(Refusal(path, verdict.comment))
             continue
+        if not _preamble_is_zero(path):
+            report.preamble_replaced += 1
+            logger.warning("import file_number=%d preamble=non-zero action=replaced-with-zeros",
+                           report.files)
         try:
             entry = app.spool.accept_bytes(_copier(path), meta)
         except StorageFull:
@@ -180,6 +201,7 @@ def import_files(app: App, files: Iterator[Path] | list[Path], meta: SpoolMeta) 
             drain()
     drain()
     logger.info("import files=%d imported=%d already_present=%d quarantined=%d not_dicom=%d "
-                "refused=%d queued=%d", report.files, report.imported, report.already_present,
-                report.quarantined, report.not_dicom, len(report.refused), report.queued)
+                "refused=%d queued=%d preamble_replaced=%d", report.files, report.imported,
+                report.already_present, report.quarantined, report.not_dicom,
+                len(report.refused), report.queued, report.preamble_replaced)
     return report

@@ -15,7 +15,11 @@ Durability contract 2 (ARCHITECTURE): each step is idempotent, keyed by the
 3. the same bytes already indexed: release, nothing else (a repeat costs
    time, not data); different bytes under a known UID: quarantine, never
    merge (RELIABILITY T22);
-4. write the de-identified file (temporary name, rename);
+4. write the de-identified file (temporary name, rename); a value the
+   index needs that pydicom cannot convert (text that does not decode in
+   its character set, under strict reading) quarantines the entry with the
+   reason: an exception escaping here would put it back in the spool, to
+   fail again forever (I2: one final state);
 5. group commit, for a batch of such instances: their files made durable
    together (one ``syncfs``, :meth:`storage.filestore.FileStore.sync`),
    then one transaction with their index rows, pseudonym map entries
@@ -115,12 +119,18 @@ def _text(ds: Dataset, keyword: str) -> str:
     return "" if value is None else str(value)
 
 
+#: PS3.5 Table 6.2-1: an IS value lies in -2^31..2^31-1 (and so fits an SQL INTEGER)
+_IS_RANGE = range(-(2**31), 2**31)
+
+
 def _int(ds: Dataset, keyword: str) -> int | None:
+    """An IS value for the index, or None when absent, unreadable or out of IS's range."""
     value = ds.get(keyword)
     try:
-        return None if value in (None, "") else int(value)
-    except (TypeError, ValueError):
+        number = None if value in (None, "") else int(value)
+    except (TypeError, ValueError, OverflowError):
         return None
+    return number if number is not None and number in _IS_RANGE else None
 
 
 def _record(result: Result, entry: SpoolEntry, stored_path: str, size: int, sha256: str,
@@ -251,7 +261,12 @@ def _prepare(app: App, entry: SpoolEntry, batch_sops: Container[str], reader: Se
         logger.error("ingest sop=%s state=retry reason=%r", sop, str(exc))
         app.spool.unclaim(entry)
         return IngestOutcome.RETRY
-    record = _record(result, entry, stored.path, stored.size, stored.sha256, received_sha256)
+    try:
+        record = _record(result, entry, stored.path, stored.size, stored.sha256,
+                         received_sha256)
+    except Exception as exc:  # a value pydicom cannot convert (strict reading): set it aside
+        app.store.remove(stored.path)
+        return _quarantine(app, entry, f"cannot be indexed ({type(exc).__name__})", sop)
     return _Prepared(entry, record, _map_entries(result, sex), result.pseudonym.patient_id,
                      started)
 

@@ -12,7 +12,11 @@ so that nothing the node cannot use is acknowledged (RELIABILITY I1):
   the request's Affected SOP Class/Instance UID -> 0xA900 "dataset does not
   match SOP class" (Orthanc answers the same for a mismatch);
 - the dataset must not exceed the configured size -> 0xA700 "out of
-  resources".
+  resources";
+- sequences nested deeper than the configured limit, or items whose
+  elements run past their end -> 0xC000; an image whose Pixel Data is
+  missing, empty, shorter than its header says, or whose header values are
+  out of range -> 0xA900 (:mod:`gateway.structure`).
 
 Values (UIDs included) never appear in the comment returned to the peer or
 in the log: the comment names the rule.
@@ -27,6 +31,8 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+
+from .structure import image_pixels_problem, sequences_problem
 
 __all__ = ["Verdict", "check_received", "is_valid_uid", "OUT_OF_RESOURCES",
            "DOES_NOT_MATCH_SOP_CLASS", "CANNOT_UNDERSTAND"]
@@ -75,7 +81,8 @@ def _last_element_whole(ds: Dataset, size: int) -> bool:
 
 
 def check_received(
-    path: Path, sop_class_uid: str, sop_instance_uid: str, max_bytes: int
+    path: Path, sop_class_uid: str, sop_instance_uid: str, max_bytes: int,
+    max_depth: int = 64,
 ) -> Verdict | None:
     """Check the dataset pynetdicom wrote to ``path``; None when it may be accepted.
 
@@ -87,6 +94,8 @@ def check_received(
         The request's Affected SOP Class and Instance UIDs.
     max_bytes : int
         The largest dataset the node accepts.
+    max_depth : int
+        The deepest sequence nesting accepted (``anonymizer.max_sequence_depth``).
     """
     size = path.stat().st_size
     if size > max_bytes:
@@ -108,4 +117,13 @@ def check_received(
         return Verdict(DOES_NOT_MATCH_SOP_CLASS, "SOP Class UID differs from the request")
     if found_instance != sop_instance_uid:
         return Verdict(DOES_NOT_MATCH_SOP_CLASS, "SOP Instance UID differs from the request")
+    try:
+        nesting = sequences_problem(ds, max_depth)
+    except RecursionError:
+        nesting = "sequence nesting too deep"
+    if nesting is not None:
+        return Verdict(CANNOT_UNDERSTAND, nesting)
+    pixels = image_pixels_problem(ds, found_class)
+    if pixels is not None:
+        return Verdict(DOES_NOT_MATCH_SOP_CLASS, pixels)
     return None

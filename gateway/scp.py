@@ -66,7 +66,7 @@ from .commitment import ACCEPTOR_ROLES, PUSH_MODEL, handle_event_report, refuse_
 from .contexts import SharedContexts
 from .find import handle_find, handle_sop_extended
 from .handlers import handle_echo, handle_store
-from .partial import discard_partial_receive
+from .partial import cap_receive, discard_partial_receive
 from .policy import admit, record_admission, record_refusal, record_rejection
 from .retrieve import GET_SOP_CLASSES, MOVE_SOP_CLASSES, RetrieveAE, handle_get, handle_move
 from .tls import client_fingerprint, start_tls_server
@@ -209,6 +209,7 @@ def start_listener(app: App, ae: RetrieveAE | None = None, *,
     handlers: list[Any] = [
         (evt.EVT_CONN_OPEN, set_tcp_nodelay),
         (evt.EVT_CONN_CLOSE, discard_partial_receive),
+        (evt.EVT_PDU_RECV, cap_receive, [app]),
         (evt.EVT_REQUESTED, _on_requested, [app]),
         (evt.EVT_ACCEPTED, _on_accepted, [app]),
         (evt.EVT_REJECTED, _on_rejected, [app]),

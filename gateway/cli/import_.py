@@ -56,6 +56,7 @@ def _counts(report: ImportReport) -> dict[str, int]:
         "dicomdir_skipped": report.media_directory,
         "refused": len(report.refused),
         "queued": report.queued,
+        "preamble_replaced": report.preamble_replaced,
     }
 
 

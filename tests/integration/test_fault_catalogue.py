@@ -25,6 +25,8 @@ LIMITS = "tests/integration/test_node_limits.py"
 RECEIVE = "tests/integration/test_node_receive.py"
 FAULTS = "tests/integration/test_node_faults.py"
 TLS = "tests/integration/test_tls.py"
+BAD = "tests/integration/test_bad_datasets.py"
+CHARSET = "tests/integration/test_charset_abuse.py"
 
 
 class Case(NamedTuple):
@@ -93,19 +95,46 @@ CATALOGUE: dict[str, Case] = {
     "T13": Case("partial", (
         f"{RECEIVE}::test_truncated_dataset_gets_c000_and_nothing_is_kept",
     ), "an element cut short; a last-fragment flag arriving early is not tested"),
-    "T14": Case("not covered", (), "no huge defined length or endless item stream is sent"),
-    "T15": Case("not covered", (), "the anonymizer's depth limit has unit and CLI tests "
-                "(test_engine.py, test_anonymize.py), but no nested dataset is sent to the node"),
-    "T16": Case("not covered", (), "no wrong-VR dataset is sent to the node or indexer"),
-    "T17": Case("not covered", (), "no image without or with short PixelData is sent"),
+    "T14": Case("covered", (
+        f"{BAD}::test_a_huge_defined_length_in_a_small_dataset_gets_c000",
+        f"{BAD}::test_an_item_stream_without_its_delimiter_gets_c000",
+        f"{BAD}::test_an_endless_item_stream_is_aborted_at_the_cap_with_memory_flat",
+        f"{BAD}::test_a_dataset_over_the_cap_that_ends_gets_a700",
+    ), "scaled: up to 1 GB offered against a 1 MB cap, not 4 GB. The A-ABORT goes as soon "
+       "as the cap is passed; what the peer sends after it is read and discarded until the "
+       "ARTIM timeout (limits.acse_timeout) closes the connection (PS3.8 Sta13)"),
+    "T15": Case("covered", (
+        f"{BAD}::test_sequences_nested_past_the_limit_get_c000",
+        f"{BAD}::test_sequences_nested_at_the_limit_are_stored",
+    ), "65, 300 and 10,000 deep, defined and undefined lengths, refused at receive"),
+    "T16": Case("covered", (
+        f"{BAD}::test_rows_as_ul_ffffffff_gets_a900",
+        f"{BAD}::test_an_unknown_vr_gets_c000",
+        f"{BAD}::test_wrong_vrs_odd_lengths_and_huge_numbers_are_stored_deterministically",
+    ), "Rows as UL 0xFFFFFFFF refused by the image check (A900); IS values outside "
+       "-2^31..2^31-1 are left out of the index"),
+    "T17": Case("partial", (
+        f"{BAD}::test_an_image_without_its_pixels_gets_a900",
+    ), "policy A900 at receive (README, conformance statement), so no such image reaches "
+       "forwarding or C-GET; pixel data longer than the header says is accepted and its "
+       "forwarding with decompression is not tested, nor encapsulated pixel data with "
+       "empty fragments"),
     "T18": Case("covered", (
         f"{LIMITS}::test_deflated_transfer_syntax_is_refused_per_context",
     ), "refused per context (result 4), so no deflated bytes can be sent"),
     "T19": Case("covered", (
         f"{LIMITS}::test_unknown_sop_class_is_refused_with_reason_3",
     )),
-    "T20": Case("not covered", (), "no character-set abuse or log injection is tested"),
-    "T21": Case("not covered", (), "no import with a non-zero preamble is tested"),
+    "T20": Case("covered", (
+        f"{CHARSET}::test_hostile_text_is_stored_exactly_found_and_never_logged_raw",
+        f"{CHARSET}::test_undecodable_text_under_strict_reading_is_quarantined_not_retried_forever",
+    ), "through kept LO/CS attributes (PN is replaced by the pseudonym); log lines carry no "
+       "value, so the log check shows nothing is logged raw rather than escaping"),
+    "T21": Case("covered", (
+        "tests/integration/test_import_preamble.py"
+        "::test_an_executable_preamble_is_replaced_counted_and_audited",
+        "tests/integration/test_import_preamble.py::test_anonymize_writes_a_zero_preamble",
+    ), "export is checked as the stored files and the anonymize command's output"),
     "T22": Case("partial", (
         f"{RECEIVE}::test_the_same_instance_twice_is_stored_once",
         "tests/integration/test_ingest_batch.py"

@@ -31,6 +31,7 @@ from storage.db import session_scope
 from storage.models import Instance
 from tests.conftest import wait_until
 from tests.corpus import make_clinic_study
+from tests.procwatch import watched
 
 TRAVERSAL = "../../etc/cron.d/x"
 
@@ -83,9 +84,11 @@ def test_path_as_dataset_sop_instance_uid_gets_a900_and_nothing_is_written(
     cut = data.rindex(placeholder.encode())
     crafted = tmp_path / "crafted.dcm"
     crafted.write_bytes(data[:cut] + TRAVERSAL.encode() + data[cut + len(TRAVERSAL):])
+    node.app.engine.dispose()  # as watched() does at the end: SQLite's -wal/-shm go
     before = _files_under(tmp_path) - _files_under(node.app.data_dir)
 
-    status = _store(node, crafted)
+    with watched(node):  # RSS, threads and descriptors back to their baseline (I4)
+        status = _store(node, crafted)
 
     assert status.Status == 0xA900
     assert status.ErrorComment == "SOP Class or Instance UID malformed"

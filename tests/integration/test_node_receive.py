@@ -22,6 +22,7 @@ from storage.db import session_scope
 from storage.models import Instance
 from tests.conftest import wait_until
 from tests.corpus import Corpus, make_clinic_study
+from tests.procwatch import watched
 
 
 def _scu(ae_title: str = "CLINIC") -> AE:
@@ -127,9 +128,10 @@ def test_truncated_dataset_gets_c000_and_nothing_is_kept(
     node = make_node()
     study = make_clinic_study(tmp_path / "study", series=1, per_series=1, jpeg=False)
     path = _file_with(tmp_path, study, cut=1000)
-    assoc = _scu().associate("127.0.0.1", node.port, ae_title="GATEWAY")  # type: ignore[attr-defined]
-    status = assoc.send_c_store(path)
-    assoc.release()
+    with watched(node):  # RSS, threads and descriptors back to their baseline (I4)
+        assoc = _scu().associate("127.0.0.1", node.port, ae_title="GATEWAY")  # type: ignore[attr-defined]
+        status = assoc.send_c_store(path)
+        assoc.release()
     assert status.Status == 0xC000
     assert status.ErrorComment == "dataset is truncated"
     spool = node.app.data_dir / "spool"  # type: ignore[attr-defined]
