@@ -49,6 +49,7 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import AE
+from pynetdicom.association import Association
 from sqlalchemy.exc import SQLAlchemyError
 
 import storage.jobs as jobs
@@ -59,7 +60,7 @@ from storage.queue_models import ItemState, JobState
 from storage.records import PeerRecord
 from storage.schedule import is_open
 
-from . import confirm
+from . import confirm, reactorpause
 from .app import App
 from .audittrail import forward_outcome
 from .outbound import UNCOMPRESSED, Link, make_ae
@@ -68,6 +69,8 @@ __all__ = ["ForwardReport", "run_due", "send_job"]
 
 logger = logging.getLogger(__name__)
 
+#: an instance's outcome: its SOP Instance UID, its state, the destination's status
+Outcome = tuple[str, ItemState, int | None]
 #: outcomes committed together while a job is sent (what a crash may send twice)
 _COMMIT_EVERY = 16
 #: values larger than this stay on disk until written to the association
@@ -249,42 +252,15 @@ def send_job(app: App, job: jobs.JobRecord, owner: str, *,
              if peer is not None and peer.pseudonyms == "own" else None)
     error = ""
     confirmed = confirm.Confirmation(confirm.C_STORE_STATUS)
-    pending: list[tuple[str, ItemState, int | None]] = []
+    pending: list[Outcome] = []
     connected = link.open(peer, job.destination, items) if items else None
     if isinstance(connected, str):
         error = connected
     elif connected is not None:
         assoc, accepted = connected, link.accepted
         try:
-            for item in items:
-                if (item.sop_class_uid, item.transfer_syntax_uid) not in accepted and not any(
-                        (item.sop_class_uid, ts) in accepted for ts in UNCOMPRESSED):
-                    pending.append((item.sop_instance_uid, ItemState.FAILED, None))
-                    continue
-                try:
-                    # a result returning to its clinic is re-identified already: never re-keyed
-                    outgoing = _dataset(app, item, accepted,
-                                        None if item.reidentified else space)
-                except AnonymizationError as exc:  # names the rule, never a value
-                    logger.warning("forward job=%d sop=%s state=failed reason=%r", job.id,
-                                   item.sop_instance_uid, str(exc))
-                    pending.append((item.sop_instance_uid, ItemState.FAILED, None))
-                    continue
-                status = assoc.send_c_store(outgoing)
-                code = int(status.Status) if status and "Status" in status else None
-                if code is None:
-                    error = "no C-STORE response (association aborted or timed out)"
-                    break
-                if code == 0x0000 or 0xB000 <= code <= 0xBFFF:
-                    pending.append((item.sop_instance_uid, ItemState.SENT, code))
-                elif 0xA700 <= code <= 0xA7FF:
-                    error = f"destination out of resources (0x{code:04X})"
-                    break
-                else:
-                    pending.append((item.sop_instance_uid, ItemState.FAILED, code))
-                if len(pending) >= _COMMIT_EVERY:
-                    _record(app, job.id, pending)
-                    pending = []
+            with reactorpause.held(assoc):  # one pause of its reactor for all the C-STOREs
+                error = _store_items(app, job, assoc, items, accepted, space, pending)
             if not error:
                 _record(app, job.id, pending)
                 pending = []
@@ -313,7 +289,44 @@ def send_job(app: App, job: jobs.JobRecord, owner: str, *,
     return closed
 
 
-def _record(app: App, job_id: int, outcomes: list[tuple[str, ItemState, int | None]]) -> None:
+def _store_items(app: App, job: jobs.JobRecord, assoc: Association,
+                 items: list[jobs.ItemToSend], accepted: set[tuple[str, str]],
+                 space: KeyedPseudonyms | None, pending: list[Outcome]) -> str:
+    """C-STORE ``items`` in turn; why the attempt stopped, or "" if it did not.
+
+    Outcomes are recorded every :data:`_COMMIT_EVERY`; the rest are left in
+    ``pending`` (also when sending raises), for the caller to record.
+    """
+    for item in items:
+        if (item.sop_class_uid, item.transfer_syntax_uid) not in accepted and not any(
+                (item.sop_class_uid, ts) in accepted for ts in UNCOMPRESSED):
+            pending.append((item.sop_instance_uid, ItemState.FAILED, None))
+            continue
+        try:
+            # a result returning to its clinic is re-identified already: never re-keyed
+            outgoing = _dataset(app, item, accepted, None if item.reidentified else space)
+        except AnonymizationError as exc:  # names the rule, never a value
+            logger.warning("forward job=%d sop=%s state=failed reason=%r", job.id,
+                           item.sop_instance_uid, str(exc))
+            pending.append((item.sop_instance_uid, ItemState.FAILED, None))
+            continue
+        status = assoc.send_c_store(outgoing)
+        code = int(status.Status) if status and "Status" in status else None
+        if code is None:
+            return "no C-STORE response (association aborted or timed out)"
+        if code == 0x0000 or 0xB000 <= code <= 0xBFFF:
+            pending.append((item.sop_instance_uid, ItemState.SENT, code))
+        elif 0xA700 <= code <= 0xA7FF:
+            return f"destination out of resources (0x{code:04X})"
+        else:
+            pending.append((item.sop_instance_uid, ItemState.FAILED, code))
+        if len(pending) >= _COMMIT_EVERY:
+            _record(app, job.id, pending)
+            pending.clear()
+    return ""
+
+
+def _record(app: App, job_id: int, outcomes: list[Outcome]) -> None:
     if outcomes:
         with session_scope(app.engine) as session:
             jobs.record_items(session, job_id, outcomes)

@@ -34,9 +34,11 @@ be offered upstream: the reactor could acknowledge the pause itself.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Final
 
-__all__ = ["CHECKED_PYNETDICOM", "Checkpoint", "install"]
+__all__ = ["CHECKED_PYNETDICOM", "Checkpoint", "held", "install"]
 
 CHECKED_PYNETDICOM: Final = "3.0"
 #: how often a paused sender looks whether the reactor is still running
@@ -53,7 +55,23 @@ class Checkpoint(threading.Event):
         #: how many times the reactor has entered ``wait()``, and whether it is in it now
         self._entries = 0
         self._inside = False
+        self._held = False
         super().set()
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        """Keep the reactor parked for the block (see the module docstring)."""
+        self.clear()
+        self._held = True
+        try:
+            yield
+        finally:
+            self._held = False
+            super().set()
+
+    def set(self) -> None:
+        if not self._held:
+            super().set()
 
     def wait(self, timeout: float | None = None) -> bool:
         with self._lock:
@@ -68,6 +86,8 @@ class Checkpoint(threading.Event):
             self._inside = False
 
     def clear(self) -> None:
+        if self._held:
+            return  # parked since the hold began
         with self._lock:
             was_set = self.is_set()
             super().clear()
@@ -80,6 +100,17 @@ class Checkpoint(threading.Event):
     def _reactor_running(self) -> bool:
         assoc = self._assoc
         return bool(assoc.is_alive() and assoc.is_established and not assoc._kill)
+
+
+@contextmanager
+def held(assoc: Any) -> Iterator[None]:
+    """``assoc``'s reactor parked for the block, where it has a :class:`Checkpoint`."""
+    checkpoint = getattr(assoc, "_reactor_checkpoint", None)
+    if not isinstance(checkpoint, Checkpoint):
+        yield
+        return
+    with checkpoint.hold():
+        yield
 
 
 def install(event: Any) -> None:

@@ -147,3 +147,27 @@ def test_a_clear_from_the_reactor_thread_or_after_the_association_does_not_wait(
     started = time.monotonic()
     assoc._reactor_checkpoint.clear()  # the reactor has ended: nothing to wait for
     assert time.monotonic() - started < 0.5
+
+
+def test_a_hold_parks_the_reactor_once_for_many_requests_then_lets_it_run(
+        scp: int, tmp_path: Path) -> None:
+    ae = AE(ae_title="CLINIC")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", scp, ae_title="SINK",
+                         evt_handlers=[(evt.EVT_CONN_OPEN, reactorpause.install)])
+    assert assoc.is_established
+    checkpoint = assoc._reactor_checkpoint
+    files = make_ct_series(tmp_path / "ct", 8, rows=32, columns=32)
+    try:
+        with reactorpause.held(assoc):
+            parked = checkpoint._entries
+            assert [int(assoc.send_c_store(path).Status) for path in files] == [0] * 8
+            # each send_* cleared and set the checkpoint; the reactor never ran in between
+            assert checkpoint._entries == parked and not checkpoint.is_set()
+        time.sleep(0.2)
+        assert checkpoint.is_set() and checkpoint._entries > parked + 10, "reactor not running"
+    finally:
+        assoc.release()
+        close_transport(assoc)
+    assoc.join(timeout=5)
+    assert assoc.is_released and not assoc.is_alive()
