@@ -1,11 +1,23 @@
-"""Run the benchmarks: ``python -m scripts.benchmarks [NAME] [options]``."""
+"""Run the benchmarks: ``python -m scripts.benchmarks [NAME] [options]``.
+
+After the run, every ratio printed against its target is gathered into one
+Markdown table (:mod:`scripts.benchmarks.summary`), printed and written to
+``bench-results/summary.md``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
+from datetime import UTC, datetime
+from pathlib import Path
 
 from . import anonymize, forward, ingest, memory, query
+from .summary import Recorder, table
+
+SUMMARY = Path(__file__).resolve().parents[2] / "bench-results" / "summary.md"
 
 BENCHMARKS = {"anonymize": anonymize.main, "forward": forward.main, "ingest": ingest.main,
               "memory": memory.main, "query": query.main}
@@ -17,8 +29,19 @@ def main(argv: list[str]) -> int:
     args, rest = parser.parse_known_args(argv)
     names = [args.name] if args.name else sorted(BENCHMARKS)
     status = 0
-    for name in names:
-        status |= BENCHMARKS[name](rest)
+    recorder = Recorder(sys.stdout)
+    with contextlib.redirect_stdout(recorder):
+        for name in names:
+            recorder.benchmark = name
+            status |= BENCHMARKS[name](rest)
+    load = " ".join(f"{value:.2f}" for value in os.getloadavg())
+    summary = (f"# scripts/bench {' '.join(argv)}\n\n"
+               f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, load average "
+               f"at the end {load}; each ratio against a reference measured in this run\n\n"
+               + table(recorder.results))
+    SUMMARY.parent.mkdir(exist_ok=True)
+    SUMMARY.write_text(summary, encoding="utf-8")
+    print(f"\n{summary}\n(written to {SUMMARY.relative_to(SUMMARY.parents[1])})")
     return status
 
 
