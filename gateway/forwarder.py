@@ -30,7 +30,9 @@ delivery is confirmed on the same association (:mod:`gateway.confirm`): by
 Storage Commitment where the destination accepts it, else by an IMAGE-level
 C-FIND, else by the C-STORE statuses; the job records which
 (``confirmed_by``), and instances the destination does not confirm are sent
-again at the next attempt. Logs name the job, the study's remapped UID and
+again at the next attempt. A job whose instances were all sent at an attempt
+that ended before its confirmation (a crash while the result was awaited)
+gets an association for the confirmation alone. Logs name the job, the study's remapped UID and
 the destination slug, never a patient.
 """
 
@@ -253,9 +255,12 @@ def send_job(app: App, job: jobs.JobRecord, owner: str, *,
     error = ""
     confirmed = confirm.Confirmation(confirm.C_STORE_STATUS)
     pending: list[Outcome] = []
-    connected = link.open(peer, job.destination, items) if items else None
+    # every instance sent at an earlier attempt that ended before its confirmation (the
+    # node stopped while it awaited the commitment result): only the confirmation is due
+    confirming_only = not items and job.sent > 0
+    connected = link.open(peer, job.destination, items) if items or confirming_only else None
     if isinstance(connected, str):
-        error = connected
+        error = "" if confirming_only else connected  # then the C-STORE statuses stand
     elif connected is not None:
         assoc, accepted = connected, link.accepted
         try:

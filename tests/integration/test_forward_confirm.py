@@ -34,7 +34,7 @@ from gateway.ingest import run_once
 from gateway.scp import start_listener
 from storage.db import session_scope
 from storage.models import Instance, Study
-from storage.queue_models import ForwardJob, JobState
+from storage.queue_models import ForwardJob, ItemState, JobState
 from storage.records import PeerRecord
 from storage.spool import SpoolMeta
 from tests.commitment_peer import PUSH_MODEL_INSTANCE, Institute
@@ -324,3 +324,44 @@ def _n_action(port: int, ae_title: str) -> int | None:
         return int(status.Status) if "Status" in status else None
     finally:
         assoc.release()
+
+
+def test_a_job_sent_in_full_before_a_crash_is_confirmed_without_sending_again(
+    make_node: Callable[..., Node]
+) -> None:
+    node = make_node()
+    institute = node.destination(commitment="same")
+    job = node.job()
+    # as the node leaves it when killed while it awaited the commitment result: every
+    # instance recorded as sent, the job back to pending once its lease expired
+    with session_scope(node.app.engine) as session:
+        jobs.record_items(session, job.id,
+                          [(uid, ItemState.SENT, 0x0000) for uid in node.stored_uids()])
+
+    assert run_due(node.app).done == 1
+
+    job = node.job()
+    assert (job.state, job.confirmed_by, job.sent, job.pending) == (
+        JobState.DONE, "storage-commitment", 3, 0)
+    assert institute.arrived == []  # nothing sent again
+    [(_, references)] = institute.actions
+    assert sorted(uid for _, uid in references) == sorted(node.stored_uids())
+
+
+# pynetdicom 3.0 drops the socket of a refused connection without closing it
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_job_sent_in_full_whose_destination_cannot_confirm_keeps_the_statuses(
+    make_node: Callable[..., Node]
+) -> None:
+    node = make_node()
+    node.destination()
+    assert node.institute is not None
+    node.institute.stop()  # down now: the statuses of the earlier attempt stand
+    job = node.job()
+    with session_scope(node.app.engine) as session:
+        jobs.record_items(session, job.id,
+                          [(uid, ItemState.SENT, 0x0000) for uid in node.stored_uids()])
+
+    assert run_due(node.app).done == 1
+    job = node.job()
+    assert (job.state, job.confirmed_by, job.sent) == (JobState.DONE, "c-store-status", 3)
