@@ -148,7 +148,7 @@ def confirm_delivery(app: App, assoc: Association, job: jobs.JobRecord, owner: s
             _back_to_pending(app, job.id, (ours[uid].sop_instance_uid for uid in missing))
             return Confirmation(_noted(C_FIND, note),
                                 f"c-find: {len(missing)} instance(s) not found at the "
-                                "destination, sent again")
+                                "destination, back to pending")
         note = note or "c-find failed"
     return Confirmation(_noted(C_STORE_STATUS, note))
 
@@ -189,7 +189,7 @@ def _commit(app: App, assoc: Association, job: jobs.JobRecord, owner: str,
     reasons = sorted({f"0x{r:04X}" for r in record.failures.values() if r is not None})
     return Confirmation(STORAGE_COMMITMENT,
                         f"storage commitment: {len(failed)} instance(s) not committed"
-                        f"{' (' + ', '.join(reasons) + ')' if reasons else ''}, sent again")
+                        f"{' (' + ', '.join(reasons) + ')' if reasons else ''}, back to pending")
 
 
 def _reference(sop_class_uid: str, sop_instance_uid: str) -> Dataset:
