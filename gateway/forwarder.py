@@ -22,16 +22,17 @@ instances are sent from the de-identified files, one C-STORE each:
 
 Outcomes are committed every :data:`_COMMIT_EVERY` instances, so after a
 crash only the instances in flight are sent again (a destination keeps one
-copy per SOP Instance UID). An instance the destination is not sent as
-stored (it does not accept the stored transfer syntax, or its
-``transfer_syntax`` is ``uncompressed``) is decompressed to Explicit VR
-Little Endian (pydicom's pixel data handlers). After the last instance,
-delivery is confirmed on the same association (:mod:`gateway.confirm`): by
-Storage Commitment where the destination accepts it, else by an IMAGE-level
-C-FIND, else by the C-STORE statuses; the job records which
-(``confirmed_by``), and instances the destination does not confirm are sent
-again at the next attempt. Logs name the job, the study's remapped UID and
-the destination slug, never a patient.
+copy per SOP Instance UID); each such commit renews the job's lease, and a
+sender that finds its lease taken over stops (the job is another's now). An
+instance the destination is not sent as stored (it does not accept the
+stored transfer syntax, or its ``transfer_syntax`` is ``uncompressed``) is
+decompressed to Explicit VR Little Endian (pydicom's pixel data handlers).
+After the last instance, delivery is confirmed on the same association
+(:mod:`gateway.confirm`): by Storage Commitment where the destination
+accepts it, else by an IMAGE-level C-FIND, else by the C-STORE statuses; the
+job records which (``confirmed_by``), and instances the destination does not
+confirm are sent again at the next attempt. Logs name the job, the study's
+remapped UID and the destination slug, never a patient.
 """
 
 from __future__ import annotations
@@ -283,8 +284,11 @@ def send_job(app: App, job: jobs.JobRecord, owner: str, *,
                 else:
                     pending.append((item.sop_instance_uid, ItemState.FAILED, code))
                 if len(pending) >= _COMMIT_EVERY:
-                    _record(app, job.id, pending)
+                    held = _record(app, job.id, pending, owner)
                     pending = []
+                    if not held:
+                        error = "lease lost: another forwarder took the job over"
+                        break
             if not error:
                 _record(app, job.id, pending)
                 pending = []
@@ -313,8 +317,20 @@ def send_job(app: App, job: jobs.JobRecord, owner: str, *,
     return closed
 
 
-def _record(app: App, job_id: int, outcomes: list[tuple[str, ItemState, int | None]]) -> None:
-    if outcomes:
-        with session_scope(app.engine) as session:
-            jobs.record_items(session, job_id, outcomes)
+def _record(app: App, job_id: int, outcomes: list[tuple[str, ItemState, int | None]],
+            owner: str | None = None) -> bool:
+    """Keep the outcomes; with ``owner``, renew its lease too: ``False`` once it lost the job.
+
+    Renewing with every batch keeps a job that takes longer than
+    ``forward.lease_seconds`` to send with its live sender, so that a
+    forwarder on another node takes it up only when the sender died.
+    """
+    if not outcomes and owner is None:
+        return True
+    with session_scope(app.engine) as session:
+        jobs.record_items(session, job_id, outcomes)
+        if owner is None:
+            return True
+        return jobs.renew_lease(session, job_id, owner, datetime.now(UTC),
+                                app.settings.forward.lease_seconds)
 
