@@ -27,7 +27,7 @@ def test_empty_database_has_no_revision(db_url: str) -> None:
     try:
         assert current(engine) is None
         upgrade(engine)
-        assert current(engine) == head() == "0014"
+        assert current(engine) == head() == "0015"
         assert set(inspect(engine).get_table_names()) == TABLES
     finally:
         engine.dispose()
