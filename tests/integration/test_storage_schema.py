@@ -18,7 +18,7 @@ from storage.schema import current, head, upgrade
 
 TABLES = {"patient", "study", "series", "instance", "peer", "pseudonym_map", "audit",
           "quarantine", "route", "route_destination", "forward_job", "forward_item",
-          "storage_commitment", "consult_case", "case_uid", "case_result",
+          "storage_commitment", "consult_case", "case_uid", "case_result", "node_spool",
           "alembic_version"}
 
 
