@@ -5,7 +5,9 @@ Each firing asks the database what is due: the stability sweep
 (:func:`gateway.router.route_stable`) queues jobs for studies that became
 stable, then :func:`gateway.forwarder.run_due` leases and sends due jobs,
 then :func:`gateway.results.purge_delivered` removes the re-identified
-results the clinics have received.
+results the clinics have received. A second job reports this node's spool
+backlog to the other nodes (:func:`gateway.router.report_spool`), apart
+from the first so that a long forward does not hold it up.
 A restart loses nothing: the index and the queue are the truth. Firings
 never overlap (``max_instances=1``) and missed ones collapse into one
 (``coalesce``). The clock fires every ``forward.poll_seconds``, first at
@@ -22,7 +24,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from .app import App
 from .forwarder import run_due
 from .results import purge_delivered
-from .router import route_stable
+from .router import report_spool, route_stable
 
 __all__ = ["Clock"]
 
@@ -40,12 +42,21 @@ class Clock:
         self._scheduler.add_job(
             self._tick, "interval", seconds=self._app.settings.forward.poll_seconds,
             id="forward", max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
+        self._scheduler.add_job(
+            self._report, "interval", seconds=self._app.settings.forward.poll_seconds,
+            id="spool-report", max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
         self._scheduler.start()
 
     def stop(self) -> None:
         """Stop firing; a forward attempt in progress ends with the process (its lease expires)."""
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
+
+    def _report(self) -> None:
+        try:
+            report_spool(self._app)
+        except Exception:  # the clock keeps ticking; the next report replaces this one
+            logger.exception("spool report error")
 
     def _tick(self) -> None:
         """Route what became stable, then send what is due (jobs just queued included)."""

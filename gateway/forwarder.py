@@ -22,18 +22,20 @@ instances are sent from the de-identified files, one C-STORE each:
 
 Outcomes are committed every :data:`_COMMIT_EVERY` instances, so after a
 crash only the instances in flight are sent again (a destination keeps one
-copy per SOP Instance UID). An instance the destination is not sent as
-stored (it does not accept the stored transfer syntax, or its
-``transfer_syntax`` is ``uncompressed``) is decompressed to Explicit VR
-Little Endian (pydicom's pixel data handlers). After the last instance,
-delivery is confirmed on the same association (:mod:`gateway.confirm`): by
-Storage Commitment where the destination accepts it, else by an IMAGE-level
-C-FIND, else by the C-STORE statuses; the job records which
-(``confirmed_by``), and instances the destination does not confirm are sent
-again at the next attempt. A job whose instances were all sent at an attempt
-that ended before its confirmation (a crash while the result was awaited)
-gets an association for the confirmation alone. Logs name the job, the study's remapped UID and
-the destination slug, never a patient.
+copy per SOP Instance UID); each such commit renews the job's lease, and a
+sender that finds its lease taken over stops (the job is another's now). An
+instance the destination is not sent as stored (it does not accept the
+stored transfer syntax, or its ``transfer_syntax`` is ``uncompressed``) is
+decompressed to Explicit VR Little Endian (pydicom's pixel data handlers).
+After the last instance, delivery is confirmed on the same association
+(:mod:`gateway.confirm`): by Storage Commitment where the destination
+accepts it, else by an IMAGE-level C-FIND, else by the C-STORE statuses; the
+job records which (``confirmed_by``), and instances the destination does not
+confirm are sent again at the next attempt. A job whose instances were all
+sent at an attempt that ended before its confirmation (a crash while the
+result was awaited) gets an association for the confirmation alone. Logs
+name the job, the study's remapped UID and the destination slug, never a
+patient.
 """
 
 from __future__ import annotations
@@ -265,7 +267,7 @@ def send_job(app: App, job: jobs.JobRecord, owner: str, *,
         assoc, accepted = connected, link.accepted
         try:
             with reactorpause.held(assoc):  # one pause of its reactor for all the C-STOREs
-                error = _store_items(app, job, assoc, items, accepted, space, pending)
+                error = _store_items(app, job, owner, assoc, items, accepted, space, pending)
             if not error:
                 _record(app, job.id, pending)
                 pending = []
@@ -294,13 +296,14 @@ def send_job(app: App, job: jobs.JobRecord, owner: str, *,
     return closed
 
 
-def _store_items(app: App, job: jobs.JobRecord, assoc: Association,
+def _store_items(app: App, job: jobs.JobRecord, owner: str, assoc: Association,
                  items: list[jobs.ItemToSend], accepted: set[tuple[str, str]],
                  space: KeyedPseudonyms | None, pending: list[Outcome]) -> str:
     """C-STORE ``items`` in turn; why the attempt stopped, or "" if it did not.
 
-    Outcomes are recorded every :data:`_COMMIT_EVERY`; the rest are left in
-    ``pending`` (also when sending raises), for the caller to record.
+    Outcomes are recorded every :data:`_COMMIT_EVERY`, each time renewing
+    the lease; the rest are left in ``pending`` (also when sending raises),
+    for the caller to record.
     """
     for item in items:
         if (item.sop_class_uid, item.transfer_syntax_uid) not in accepted and not any(
@@ -326,13 +329,27 @@ def _store_items(app: App, job: jobs.JobRecord, assoc: Association,
         else:
             pending.append((item.sop_instance_uid, ItemState.FAILED, code))
         if len(pending) >= _COMMIT_EVERY:
-            _record(app, job.id, pending)
+            held = _record(app, job.id, pending, owner)
             pending.clear()
+            if not held:
+                return "lease lost: another forwarder took the job over"
     return ""
 
 
-def _record(app: App, job_id: int, outcomes: list[Outcome]) -> None:
-    if outcomes:
-        with session_scope(app.engine) as session:
-            jobs.record_items(session, job_id, outcomes)
+def _record(app: App, job_id: int, outcomes: list[Outcome],
+            owner: str | None = None) -> bool:
+    """Keep the outcomes; with ``owner``, renew its lease too: ``False`` once it lost the job.
+
+    Renewing with every batch keeps a job that takes longer than
+    ``forward.lease_seconds`` to send with its live sender, so that a
+    forwarder on another node takes it up only when the sender died.
+    """
+    if not outcomes and owner is None:
+        return True
+    with session_scope(app.engine) as session:
+        jobs.record_items(session, job_id, outcomes)
+        if owner is None:
+            return True
+        return jobs.renew_lease(session, job_id, owner, datetime.now(UTC),
+                                app.settings.forward.lease_seconds)
 

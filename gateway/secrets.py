@@ -74,17 +74,23 @@ def load_key(key_env: str, key_file: Path, environ: Mapping[str, str]) -> bytes:
         raise SecretError(
             f"{key_file}: cannot read the secret ({exc.__class__.__name__})"
         ) from None
+    # written under a temporary name, then linked into place: a node starting at the same
+    # moment (several nodes on one data folder) reads either no file or the whole key
+    key = secrets.token_bytes(32)
+    temporary = key_file.with_name(f".{key_file.name}.{os.getpid()}.{secrets.token_hex(4)}")
     try:
         key_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(key.hex() + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.link(temporary, key_file)
     except FileExistsError:  # another process created it meanwhile
         return _decode(key_file.read_text(encoding="ascii"), str(key_file))
     except OSError as exc:
         raise SecretError(f"{key_file}: cannot create the secret ({exc.strerror})") from None
-    key = secrets.token_bytes(32)
-    with os.fdopen(fd, "w", encoding="ascii") as fh:
-        fh.write(key.hex() + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    finally:
+        temporary.unlink(missing_ok=True)
     logger.warning("secret created path=%s (back it up with the data folder)", key_file)
     return key

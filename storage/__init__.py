@@ -14,6 +14,7 @@ Modules, one job each:
 ``matching``    PS3.4 C.2.2.2 matching values parsed from text (no DICOM library)
 ``conditions``  one match as an SQL condition; ``search`` a whole C-FIND query
 ``peers``, ``audit``, ``quarantine``   what the CLI administers and lists
+``nodes``       each node's spool backlog, for the stability sweep
 ``jobs``        the forward queue; ``commitments`` Storage Commitment results;
                 ``cases`` consultation cases and their results
 ``filestore``   write-once de-identified files; ``spool`` received originals
@@ -27,6 +28,7 @@ from .errors import StorageError, StorageFull
 from .filestore import FileStore, StoredFile
 from .index import AddOutcome
 from .models import AuditOutcome, MapKind, PeerScope, StudyState
+from .nodes import NodeSpool  # registers the spool reports' table
 from .queue_models import ItemState, JobKind, JobState  # registers the queue's tables
 from .records import (
     AuditEvent,
@@ -54,6 +56,7 @@ __all__ = [
     "MapCipher",
     "MapEntry",
     "MapKind",
+    "NodeSpool",
     "PeerRecord",
     "PeerScope",
     "QuarantineRecord",

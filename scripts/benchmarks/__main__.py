@@ -14,13 +14,13 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import anonymize, forward, ingest, memory, query
+from . import anonymize, forward, ingest, memory, query, scale
 from .summary import Recorder, table
 
 SUMMARY = Path(__file__).resolve().parents[2] / "bench-results" / "summary.md"
 
 BENCHMARKS = {"anonymize": anonymize.main, "forward": forward.main, "ingest": ingest.main,
-              "memory": memory.main, "query": query.main}
+              "memory": memory.main, "query": query.main, "scale": scale.main}
 
 
 def main(argv: list[str]) -> int:

@@ -73,12 +73,17 @@ def postgresql_bench_url() -> str:
     return base.set(database=BENCH_DATABASE).render_as_string(hide_password=False)
 
 
+def empty_schema(url: str) -> None:
+    """Drop everything in the PostgreSQL database's ``public`` schema (an earlier run's)."""
+    with create_engine(url, poolclass=NullPool).begin() as connection:
+        connection.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+        connection.execute(text("CREATE SCHEMA public"))
+
+
 def prepare(url: str, corpus: Corpus) -> dict[str, int]:
     """An empty index at ``url``, migrated and loaded with ``corpus``; its counts."""
     if url.startswith("postgresql"):
-        with create_engine(url, poolclass=NullPool).begin() as connection:
-            connection.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-            connection.execute(text("CREATE SCHEMA public"))
+        empty_schema(url)
     engine = make_engine(url)
     try:
         upgrade(engine)

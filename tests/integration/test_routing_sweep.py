@@ -14,7 +14,7 @@ import storage.peers as peers
 import storage.routes as routes
 from gateway.app import App, build_app
 from gateway.ingest import run_once
-from gateway.router import route_stable
+from gateway.router import report_spool, route_stable
 from storage.db import session_scope
 from storage.index import set_study_state
 from storage.models import Study, StudyState
@@ -114,8 +114,12 @@ def test_a_quarantined_study_is_held_until_released(app: App, tmp_path: Path) ->
     assert [job.destination for job in _jobs(app, a)] == ["institute"]
 
 
-def test_nothing_is_routed_while_ingest_is_behind(app: App, tmp_path: Path) -> None:
-    a = _ingest(app, tmp_path / "a", "clinic-a", seed=0)
+def test_a_study_waits_while_ingest_is_behind_its_last_instance(
+    app: App, tmp_path: Path
+) -> None:
+    # the study's instances indexed so far arrived just before one still in the spool
+    a = _ingest(app, tmp_path / "a", "clinic-a", seed=0,
+                received=datetime.now(UTC) - timedelta(seconds=5))
     study = make_clinic_study(tmp_path / "waiting", series=1, per_series=1, seed=2, jpeg=False)
     meta = SpoolMeta(calling_ae_title="CLINIC-A", called_ae_title="GATEWAY",
                      source_peer="clinic-a", received_at=RECEIVED, peer_address="127.0.0.1")
@@ -123,11 +127,45 @@ def test_nothing_is_routed_while_ingest_is_behind(app: App, tmp_path: Path) -> N
     app.spool.accept_bytes(lambda handle: handle.write(path.read_bytes()), meta)
     accepted = app.spool.oldest()
     assert accepted is not None
-    when = max(accepted, RECEIVED) + timedelta(seconds=STABLE)  # both studies are stable
-    # an entry accepted before the cut-off still waits: it may belong to the study
+    when = accepted + timedelta(seconds=2 * STABLE)  # by the clock, study a is stable
+    # but the waiting entry may belong to it, arrived within stable_after of the others
     assert route_stable(app, when) == 0
     assert _jobs(app, a) == []
     run_once(app)
     assert app.spool.oldest() is None
     assert route_stable(app, when) == 2
     assert [job.destination for job in _jobs(app, a)] == ["institute"]
+
+
+def test_a_backlog_in_another_nodes_spool_holds_the_sweep_while_that_node_reports(
+    app: App, tmp_path: Path, db_url: str
+) -> None:
+    a = _ingest(app, tmp_path / "a", "clinic-a", seed=0,
+                received=datetime.now(UTC) - timedelta(seconds=5))
+    # a second node on the same database, with its own spool
+    other = build_app(node_settings(tmp_path / "other", db_url,
+                                    **{"forward.stable_after_seconds": STABLE}),
+                      {"DICOM_GATEWAY_HMAC_KEY": TEST_KEY_HEX})
+    try:
+        study = make_clinic_study(tmp_path / "waiting", series=1, per_series=1, seed=2,
+                                  jpeg=False)
+        meta = SpoolMeta(calling_ae_title="CLINIC-A", called_ae_title="GATEWAY",
+                         source_peer="clinic-a", received_at=RECEIVED, peer_address="127.0.0.1")
+        [path] = study.files.values()
+        other.spool.accept_bytes(lambda handle: handle.write(path.read_bytes()), meta)
+        accepted = other.spool.oldest()
+        assert accepted is not None and app.spool.oldest() is None
+        when = max(accepted, RECEIVED) + timedelta(seconds=STABLE)
+        report_spool(other, when - timedelta(seconds=1))
+        assert route_stable(app, when) == 0  # the entry may belong to study a
+        assert _jobs(app, a) == []
+        # a node that stopped reporting (three polls and more) no longer holds the others
+        later = when + timedelta(seconds=3 * app.settings.forward.poll_seconds + 11)
+        assert route_stable(app, later) == 1
+        assert [job.destination for job in _jobs(app, a)] == ["institute"]
+        # once it ingested and reported an empty spool, its study is routed too
+        run_once(other)
+        report_spool(other, later)
+        assert route_stable(app, later) == 1
+    finally:
+        other.close()

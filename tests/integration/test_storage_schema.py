@@ -18,7 +18,7 @@ from storage.schema import current, head, upgrade
 
 TABLES = {"patient", "study", "series", "instance", "peer", "pseudonym_map", "audit",
           "quarantine", "route", "route_destination", "forward_job", "forward_item",
-          "storage_commitment", "consult_case", "case_uid", "case_result",
+          "storage_commitment", "consult_case", "case_uid", "case_result", "node_spool",
           "alembic_version"}
 
 
@@ -27,7 +27,7 @@ def test_empty_database_has_no_revision(db_url: str) -> None:
     try:
         assert current(engine) is None
         upgrade(engine)
-        assert current(engine) == head() == "0014"
+        assert current(engine) == head() == "0015"
         assert set(inspect(engine).get_table_names()) == TABLES
     finally:
         engine.dispose()

@@ -80,14 +80,27 @@ def _echo_ok(port: int) -> bool:
     return run.returncode == 0
 
 
+def wait_served(node: ServedNode, timeout: float = 60) -> None:
+    """Poll until the node answers C-ECHO; fail when it exits or stays silent."""
+    deadline = time.monotonic() + timeout
+    while not _echo_ok(node.port):
+        if node.process.poll() is not None:
+            pytest.fail(f"serve exited with {node.process.returncode}: "
+                        f"{node.log.read_text()[-2000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"serve did not answer C-ECHO within {timeout:.0f} s")
+        time.sleep(0.1)
+
+
 @pytest.fixture
 def serve(tmp_path: Path, db_url: str) -> Iterator[Callable[..., ServedNode]]:
     """Start ``dicom-gateway serve`` processes on free ports; stop them afterwards."""
     program = Path(sys.executable).parent / "dicom-gateway"
     processes: list[ServedNode] = []
 
-    def start(data_dir: Path | None = None, port: int | None = None,
+    def start(data_dir: Path | None = None, port: int | None = None, wait: bool = True,
               **env: str) -> ServedNode:
+        """Start a node; with ``wait=False`` return at once (then call ``wait_served``)."""
         port = port or free_port()
         data_dir = data_dir or tmp_path / "var"
         log = tmp_path / f"serve-{len(processes)}.log"
@@ -101,13 +114,8 @@ def serve(tmp_path: Path, db_url: str) -> Iterator[Callable[..., ServedNode]]:
         )
         node = ServedNode(port, data_dir, db_url, process, log, log_file)
         processes.append(node)
-        deadline = time.monotonic() + 60
-        while not _echo_ok(port):
-            if process.poll() is not None:
-                pytest.fail(f"serve exited with {process.returncode}: {log.read_text()[-2000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail("serve did not answer C-ECHO within 60 s")
-            time.sleep(0.1)
+        if wait:
+            wait_served(node)
         return node
 
     yield start

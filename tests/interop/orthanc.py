@@ -5,14 +5,22 @@ interop tests. :func:`start_orthanc` writes a configuration into a private
 folder (storage and index there, REST and DICOM on free loopback ports, no
 remote access, no authentication, the given modalities), starts it and waits
 until its REST API answers. Only loopback URLs are ever opened.
+
+Orthanc keeps one copy per SOP Instance UID and logs no change when the same
+instance arrives again, so its REST API cannot show a repeat. With
+``count_received`` a Lua ``ReceivedInstanceFilter`` (called for every
+received instance, before the duplicate check) logs each one, and
+:meth:`Orthanc.received` counts them.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
+from collections import Counter
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -24,6 +32,15 @@ import pytest
 from tests.conftest import require_tool
 
 ORTHANC_AE_TITLE = "ORTHANC"
+
+#: Logs the SOP Instance UID of every instance received, repeats included.
+RECEIVED_FILTER = """\
+function ReceivedInstanceFilter(dicom, origin, info)
+  print("received sop=" .. dicom.SOPInstanceUID)
+  return true
+end
+"""
+_RECEIVED = re.compile(r"Lua says: received sop=([0-9.]+)")
 
 
 @dataclass
@@ -67,6 +84,10 @@ class Orthanc:
         assert isinstance(answer, dict), answer
         return answer
 
+    def received(self) -> Counter[str]:
+        """How often each SOP Instance UID arrived (started with ``count_received``)."""
+        return Counter(_RECEIVED.findall(self.log.read_text(errors="replace")))
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
@@ -88,13 +109,15 @@ def _up(url: str) -> bool:
 
 def start_orthanc(root: Path, http_port: int, dicom_port: int,
                   modalities: dict[str, list[Any]] | None = None,
-                  ae_title: str = ORTHANC_AE_TITLE) -> Orthanc:
+                  ae_title: str = ORTHANC_AE_TITLE, count_received: bool = False) -> Orthanc:
     """Start Orthanc with its own folder and ports; fail (never skip) when it is missing.
 
     Parameters
     ----------
     modalities : dict
         Orthanc's ``DicomModalities``: ``{"gateway": ["GATEWAY", "127.0.0.1", port]}``.
+    count_received : bool
+        Log every received instance for :meth:`Orthanc.received`.
     """
     program = require_tool("Orthanc", "orthanc")
     root.mkdir(parents=True, exist_ok=True)
@@ -112,6 +135,10 @@ def start_orthanc(root: Path, http_port: int, dicom_port: int,
         "StableAge": 1,
         "DicomScpTimeout": 30,
     }
+    if count_received:
+        script = root / "received.lua"
+        script.write_text(RECEIVED_FILTER)
+        config["LuaScripts"] = [str(script)]
     config_path = root / "orthanc.json"
     config_path.write_text(json.dumps(config, indent=2))
     log = root / "orthanc.log"
