@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import anonymize, forward, ingest, memory, query
+from . import anonymize, crashloop, forward, ingest, memory, query
 
-BENCHMARKS = {"anonymize": anonymize.main, "forward": forward.main, "ingest": ingest.main,
-              "memory": memory.main, "query": query.main}
+BENCHMARKS = {"anonymize": anonymize.main, "crashloop": crashloop.main, "forward": forward.main,
+              "ingest": ingest.main, "memory": memory.main, "query": query.main}
 
 
 def main(argv: list[str]) -> int:
