@@ -10,7 +10,7 @@ with it, as their ``PR_SET_PDEATHSIG`` would) with one destination, a DCMTK
 ``storescp`` sink writing one file per C-STORE it receives (``+uf``, so a
 repeat is a second file, not an overwrite), and a route sending everything
 there as soon as a study is stable. Senders run ``storescu -v`` over and
-over with fresh studies; its output says which files were answered Success
+over with fresh studies, a pause between runs; its output says which files were answered Success
 (acknowledged) and which were sent without an answer. Each cycle starts the
 node and kills the group after a delay drawn uniformly from
 ``[0, max_delay)`` seconds, counted from the moment the node logs its
@@ -61,7 +61,7 @@ from tests.conftest import TEST_KEY_HEX, require_tool
 from tests.corpus import make_clinic_study
 from tests.interop.conftest import free_port
 
-__all__ = ["IN_FLIGHT", "LoopResult", "run_crashloop"]
+__all__ = ["IN_FLIGHT", "LoopResult", "count_repeats", "run_crashloop"]
 
 #: the most instances one kill may leave delivered but not recorded (gateway.forwarder)
 IN_FLIGHT = _COMMIT_EVERY
@@ -165,8 +165,13 @@ def _storescu(port: int, files: list[Path]) -> tuple[set[Path], set[Path]]:
     return sent, acknowledged
 
 
-def _send(port: int, studies: _Studies, ledger: _Ledger, stop: threading.Event) -> None:
-    """A sender: fresh studies, one storescu run after another; unsent files go again."""
+def _send(port: int, studies: _Studies, ledger: _Ledger, stop: threading.Event,
+          pause: float) -> None:
+    """A sender: fresh studies, one storescu run after another; unsent files go again.
+
+    ``pause`` between runs keeps the senders from outrunning ingest, which
+    on a loaded machine gets only the end of each short life.
+    """
     batch: list[Path] = []
     while not stop.is_set():
         batch = batch or studies.next()
@@ -175,8 +180,7 @@ def _send(port: int, studies: _Studies, ledger: _Ledger, stop: threading.Event) 
             ledger.attempted |= sent
             ledger.acknowledged |= acknowledged
         batch = [path for path in batch if path not in sent]  # never sent: not yet tried
-        if not sent:
-            stop.wait(0.1)  # the node is down or starting
+        stop.wait(pause if sent else 0.1)  # else the node is down or starting
 
 
 @dataclass
@@ -249,7 +253,8 @@ def _count(url: str, model: type[Instance]) -> int:
 
 
 def run_crashloop(work: Path, *, kills: int, seed: int, database_url: str | None = None,
-                  max_delay: float = 8.0, senders: int = 2, per_study: int = 10,
+                  max_delay: float = 15.0, senders: int = 1, per_study: int = 10,
+                  pause: float = 3.0,
                   settle_timeout: float = 300.0,
                   progress: Callable[[str], None] | None = None) -> LoopResult:
     """Kill and restart a served node ``kills`` times while storescu sends; check I1 and T26.
@@ -278,7 +283,7 @@ def run_crashloop(work: Path, *, kills: int, seed: int, database_url: str | None
     lives: list[tuple[int, int]] = []  # (start, kill) in time.time_ns()
     ledger, stop = _Ledger(), threading.Event()
     studies = _Studies(work / "studies", seed, per_study)
-    threads = [threading.Thread(target=_send, args=(node.port, studies, ledger, stop),
+    threads = [threading.Thread(target=_send, args=(node.port, studies, ledger, stop, pause),
                                 name=f"sender-{n}", daemon=True) for n in range(senders)]
     rng = random.Random(seed)
     before = 0
@@ -396,11 +401,26 @@ def _check(result: LoopResult, url: str, work: Path, ledger: _Ledger,
     if twice := {uid for uid, n in queued.items() if n > 1}:
         result.duplicates += len(twice)
         problems.append(f"{len(twice)} instance(s) queued twice to the sink")
-    _repeats(result, received, [end for _, end in lives])
+    count_repeats(result, received, [end for _, end in lives])
 
 
-def _repeats(result: LoopResult, received: list[tuple[str, int]], kills: list[int]) -> None:
-    """Count the sink's second copies: explained by a kill between them, or duplicates."""
+def count_repeats(result: LoopResult, received: list[tuple[str, int]], kills: list[int]) -> None:
+    """Count the sink's second copies of an instance into ``result``.
+
+    A copy received after a kill that came after the previous copy is a
+    repeat of an instance in flight at that kill (``resent_after_kill``);
+    one without a kill in between was sent twice by one life of the node (a
+    duplicate, a violation), and so are more than :data:`IN_FLIGHT` repeats
+    after one kill.
+
+    Parameters
+    ----------
+    received : list of (str, int)
+        Every C-STORE the sink received: SOP Instance UID and when, in
+        ``time.time_ns()``, in order of time.
+    kills : list of int
+        When each kill happened, in the same clock.
+    """
     last: dict[str, int] = {}
     per_kill: Counter[int] = Counter()
     for uid, when in received:

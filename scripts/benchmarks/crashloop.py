@@ -2,7 +2,7 @@
 
 The loop and its checks are :func:`tests.crashloop.run_crashloop`: a node
 started as a user starts it, with a route to a DCMTK ``storescp`` sink
-(immediate schedule), two storescu senders that keep sending fresh studies,
+(immediate schedule), a storescu sender that keeps sending fresh studies,
 and ``--kills`` SIGKILLs of the node's process group, each a uniformly
 random delay after it logged its configuration (during start-up repair,
 while receiving, ingesting or forwarding), each followed by a restart. Then the node settles
@@ -32,9 +32,9 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="scripts/bench crashloop")
     parser.add_argument("--kills", type=int, default=200, help="SIGKILLs of the node (200)")
     parser.add_argument("--seed", type=int, default=1, help="kill delays and study UIDs (1)")
-    parser.add_argument("--max-delay", type=float, default=8.0,
+    parser.add_argument("--max-delay", type=float, default=15.0,
                         help="each kill comes uniform(0, this) seconds after the node "
-                             "logged its configuration (8.0)")
+                             "logged its configuration (15.0)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args(argv)
     if args.kills < 1 or args.max_delay <= 0:
