@@ -165,7 +165,7 @@ CATALOGUE: dict[str, Case] = {
         "::test_kill_9_while_forwarding_300_instances_then_restart_delivers_each_once",
         "tests/interop/test_crashloop.py"
         "::test_kill_9_at_random_moments_loses_no_acknowledged_instance_and_doubles_none",
-    ), "kill -9 at random moments, 15 in the test and 200 in scripts/bench crashloop, not "
+    ), "kill -9 at random moments, 10 in the test and 200 in scripts/bench crashloop, not "
        "about 1,000; the moments are random, not aimed at each step (after write, after "
        "fsync, after commit, before the response); an instance delivered in the last "
        "moments before a kill is sent again after the restart (at most the forwarder's "

@@ -1,4 +1,4 @@
-"""T26: kill -9 of the served node at random moments while storescu sends, 15 times.
+"""T26: kill -9 of the served node at random moments while storescu sends, 10 times.
 
 RELIABILITY I1 and T26, durability contract 1-3: after every restart the
 spool is replayed and the forward queue resumed; at the end every instance
@@ -24,11 +24,11 @@ pytestmark = [pytest.mark.interop, pytest.mark.slow]
 def test_kill_9_at_random_moments_loses_no_acknowledged_instance_and_doubles_none(
     db_url: str, tmp_path: Path
 ) -> None:
-    result = run_crashloop(tmp_path / "loop", kills=15, seed=26, database_url=db_url)
+    result = run_crashloop(tmp_path / "loop", kills=10, seed=26, database_url=db_url)
     report = "\n".join(result.lines())
     assert not result.violations, report
-    assert result.kills == 15, report
-    assert result.acknowledged >= 50, f"the senders hardly got through: {report}"
+    assert result.kills == 10, report
+    assert result.acknowledged >= 30, f"the senders hardly got through: {report}"
     assert result.acknowledged_indexed == result.acknowledged, report
     assert result.forwarded == result.indexed >= result.acknowledged, report
     assert result.duplicates == 0, report
