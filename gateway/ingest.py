@@ -286,14 +286,19 @@ def _commit(app: App, batch: list[_Prepared]) -> list[IngestOutcome]:
         with session_scope(app.engine) as session:
             outcomes: list[index.AddOutcome | StorageError] = []
             stored: Counter[tuple[str, str, str]] = Counter()
+            # map entries an earlier instance of this transaction wrote (the patient's,
+            # the study's, the series'): the same pseudonym, the same original, not
+            # sealed and offered again
+            mapped: set[tuple[str, str]] = set()
             for prepared in batch:
+                entries = [e for e in prepared.map_entries if (e.kind, e.pseudonym) not in mapped]
                 try:
-                    outcome = index.add_instance(session, prepared.record,
-                                                 prepared.map_entries, app.cipher)
+                    outcome = index.add_instance(session, prepared.record, entries, app.cipher)
                 except StorageError as exc:  # a record the schema refuses: set it aside
                     outcomes.append(exc)
                     continue
                 if outcome is index.AddOutcome.ADDED:
+                    mapped.update((e.kind, e.pseudonym) for e in entries)
                     meta = prepared.entry.meta
                     stored[(meta.calling_ae_title, meta.source_peer or "-",
                             prepared.record.study_instance_uid)] += 1

@@ -30,11 +30,12 @@ merge patients).
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from ._sql import insert_ignore, table_of
@@ -92,6 +93,62 @@ class _Duplicate(Exception):
     """Another transaction indexed the same SOP Instance UID first."""
 
 
+# The ingest worker's statements, built once with bound parameters and run on the
+# tables (SQLAlchemy Core): the SQL is what the ORM forms would send, without
+# building, coercing and cache-keying a new statement object per instance, or
+# the ORM's bulk-update bookkeeping (the session holds no mapped objects here).
+
+@functools.cache
+def _select_received_sha256() -> Any:
+    instance = table_of(Instance)
+    return (select(instance.c.received_sha256)
+            .where(instance.c.sop_instance_uid == bindparam("b_uid")))
+
+
+@functools.cache
+def _select_id(model: type[Patient | Study | Series], column: str) -> Any:
+    table = table_of(model)
+    return select(table.c.id).where(table.c[column] == bindparam("b_value"))
+
+
+@functools.cache
+def _lock_study() -> Any:
+    study = table_of(Study)
+    return (select(study.c.id, study.c.patient_fk, study.c.modalities_in_study,
+                   study.c.sop_classes_in_study, study.c.last_received_at)
+            .where(study.c.study_instance_uid == bindparam("b_uid"))
+            .with_for_update())
+
+
+@functools.cache
+def _select_series() -> Any:
+    series = table_of(Series)
+    return (select(series.c.id, series.c.study_fk)
+            .where(series.c.series_instance_uid == bindparam("b_uid")))
+
+
+@functools.cache
+def _count_series() -> Any:
+    series = table_of(Series)
+    return (update(series).where(series.c.id == bindparam("b_id")).values(
+        number_of_series_related_instances=series.c.number_of_series_related_instances + 1))
+
+
+@functools.cache
+def _count_study() -> Any:
+    study = table_of(Study)
+    return update(study).where(study.c.id == bindparam("b_id")).values(
+        number_of_study_related_instances=study.c.number_of_study_related_instances + 1,
+        number_of_study_related_series=(
+            study.c.number_of_study_related_series + bindparam("b_new_series")),
+        modalities_in_study=bindparam("b_modalities", type_=study.c.modalities_in_study.type),
+        sop_classes_in_study=bindparam("b_sop_classes",
+                                       type_=study.c.sop_classes_in_study.type),
+        last_received_at=bindparam("b_last_received_at", type_=study.c.last_received_at.type),
+        routed_at=None,  # a new instance: the routes apply again once the study is stable
+    )
+
+
 def instance_exists(session: Session, sop_instance_uid: str) -> tuple[bool, str | None]:
     """Tell whether an instance is indexed, and the digest of its received bytes.
 
@@ -107,9 +164,8 @@ def instance_exists(session: Session, sop_instance_uid: str) -> tuple[bool, str 
     tuple[bool, str | None]
         ``(True, received_sha256)`` or ``(False, None)``.
     """
-    found = session.execute(
-        select(Instance.received_sha256).where(Instance.sop_instance_uid == sop_instance_uid)
-    ).scalar_one_or_none()
+    found = session.execute(_select_received_sha256(),
+                            {"b_uid": sop_instance_uid}).scalar_one_or_none()
     return (found is not None, found)
 
 
@@ -193,8 +249,7 @@ def _existing_outcome(session: Session, record: InstanceRecord) -> AddOutcome | 
 
 def _id_of(session: Session, model: type[Patient | Study | Series],
            column: str, value: str) -> int:
-    table = table_of(model)
-    return int(session.execute(select(table.c.id).where(table.c[column] == value)).scalar_one())
+    return int(session.execute(_select_id(model, column), {"b_value": value}).scalar_one())
 
 
 def _index(session: Session, r: InstanceRecord) -> None:
@@ -219,12 +274,7 @@ def _index(session: Session, r: InstanceRecord) -> None:
         "state": StudyState.ACTIVE,
     }
     insert_ignore(session, table_of(Study), [study], ("study_instance_uid",))
-    locked = session.execute(
-        select(Study.id, Study.patient_fk, Study.modalities_in_study,
-               Study.sop_classes_in_study, Study.last_received_at)
-        .where(Study.study_instance_uid == r.study_instance_uid)
-        .with_for_update()
-    ).one()
+    locked = session.execute(_lock_study(), {"b_uid": r.study_instance_uid}).one()
     if locked.patient_fk != patient_fk:
         raise _Conflict(f"study {r.study_instance_uid} is indexed under another patient")
 
@@ -239,10 +289,7 @@ def _index(session: Session, r: InstanceRecord) -> None:
     if inserted:
         series_fk = inserted[0]
     else:
-        found = session.execute(
-            select(Series.id, Series.study_fk)
-            .where(Series.series_instance_uid == r.series_instance_uid)
-        ).one()
+        found = session.execute(_select_series(), {"b_uid": r.series_instance_uid}).one()
         if found.study_fk != locked.id:
             raise _Conflict(f"series {r.series_instance_uid} is indexed under another study")
         series_fk = found.id
@@ -258,21 +305,13 @@ def _index(session: Session, r: InstanceRecord) -> None:
     if not insert_ignore(session, table_of(Instance), [instance], ("sop_instance_uid",)):
         raise _Duplicate
 
-    session.execute(
-        update(Series).where(Series.id == series_fk).values(
-            number_of_series_related_instances=Series.number_of_series_related_instances + 1)
-    )
-    session.execute(
-        update(Study).where(Study.id == locked.id).values(
-            number_of_study_related_instances=Study.number_of_study_related_instances + 1,
-            number_of_study_related_series=(
-                Study.number_of_study_related_series + (1 if inserted else 0)),
-            modalities_in_study=_merged(locked.modalities_in_study, r.modality),
-            sop_classes_in_study=_merged(locked.sop_classes_in_study, r.sop_class_uid),
-            last_received_at=max(locked.last_received_at, r.received_at),
-            routed_at=None,  # a new instance: the routes apply again once the study is stable
-        )
-    )
+    session.execute(_count_series(), {"b_id": series_fk})
+    session.execute(_count_study(), {
+        "b_id": locked.id, "b_new_series": 1 if inserted else 0,
+        "b_modalities": _merged(locked.modalities_in_study, r.modality),
+        "b_sop_classes": _merged(locked.sop_classes_in_study, r.sop_class_uid),
+        "b_last_received_at": max(locked.last_received_at, r.received_at),
+    })
 
 
 def _merged(joined: str, value: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -18,7 +19,8 @@ import gateway.ingest as ingest
 import storage.index as storage_index
 from gateway.app import App, build_app
 from storage.db import session_scope
-from storage.models import Instance
+from storage.models import Instance, MapKind, PseudonymMap
+from storage.pseudomap import originals_for_study, uid_originals
 from storage.spool import SpoolMeta
 from tests.conftest import TEST_KEY_HEX, node_settings
 from tests.corpus import make_clinic_study
@@ -74,6 +76,32 @@ def test_a_batch_commits_its_instances_in_one_transaction(
     # 40 instances, at most BATCH per transaction: two write transactions, not forty
     assert len(writes) == -(-40 // ingest.BATCH)
     assert app.spool.depth() == 0
+
+
+def test_a_batch_of_one_study_maps_every_original_once(app: App, tmp_path: Path) -> None:
+    """The entries the instances of a batch share (patient, study, series) are written
+    once, by the first instance; every instance's own UIDs are still mapped."""
+    files = _spool(app, tmp_path, 6)
+    originals = [dcmread(path, stop_before_pixels=True) for path in files]
+    app.spool.accept_bytes(_copy_of(files[0]), META)  # a repeat in the same batch
+    report = ingest.run_once(app)
+    assert (report.stored, report.already_present) == (6, 1)
+    with session_scope(app.engine, readonly=True) as session:
+        study = session.execute(select(Instance.sop_instance_uid)).scalars().all()
+        (new_study,) = set(session.execute(
+            select(PseudonymMap.study_instance_uid)
+            .where(PseudonymMap.kind == MapKind.STUDY)).scalars())
+        mapped = uid_originals(session, app.cipher, new_study)
+        identifiers = originals_for_study(session, app.cipher, new_study)
+        patients = session.execute(
+            select(PseudonymMap.pseudonym).where(PseudonymMap.kind == MapKind.PATIENT)
+        ).scalars().all()
+    assert len(study) == 6 and len(patients) == 1
+    wanted = {ds.SOPInstanceUID for ds in originals} | {originals[0].SeriesInstanceUID,
+                                                         originals[0].StudyInstanceUID}
+    assert wanted <= set(mapped.values())
+    assert json.loads(identifiers["patient"])["patient_id"] == originals[0].PatientID
+    assert identifiers["study"] == originals[0].StudyInstanceUID
 
 
 def test_the_same_instance_twice_in_a_batch_is_indexed_once_and_keeps_its_file(
