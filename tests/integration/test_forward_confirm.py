@@ -326,17 +326,22 @@ def _n_action(port: int, ae_title: str) -> int | None:
         assoc.release()
 
 
+def _all_sent_before_a_crash(node: Node) -> None:
+    """The job as a node killed while it awaited the commitment result leaves it.
+
+    Every instance recorded as sent; the job back to pending once its lease expired.
+    """
+    with session_scope(node.app.engine) as session:
+        jobs.record_items(session, node.job().id,
+                          [(uid, ItemState.SENT, 0x0000) for uid in node.stored_uids()])
+
+
 def test_a_job_sent_in_full_before_a_crash_is_confirmed_without_sending_again(
     make_node: Callable[..., Node]
 ) -> None:
     node = make_node()
     institute = node.destination(commitment="same")
-    job = node.job()
-    # as the node leaves it when killed while it awaited the commitment result: every
-    # instance recorded as sent, the job back to pending once its lease expired
-    with session_scope(node.app.engine) as session:
-        jobs.record_items(session, job.id,
-                          [(uid, ItemState.SENT, 0x0000) for uid in node.stored_uids()])
+    _all_sent_before_a_crash(node)
 
     assert run_due(node.app).done == 1
 
@@ -357,10 +362,7 @@ def test_a_job_sent_in_full_whose_destination_cannot_confirm_keeps_the_statuses(
     node.destination()
     assert node.institute is not None
     node.institute.stop()  # down now: the statuses of the earlier attempt stand
-    job = node.job()
-    with session_scope(node.app.engine) as session:
-        jobs.record_items(session, job.id,
-                          [(uid, ItemState.SENT, 0x0000) for uid in node.stored_uids()])
+    _all_sent_before_a_crash(node)
 
     assert run_due(node.app).done == 1
     job = node.job()

@@ -46,26 +46,23 @@ def test_written_for_this_pynetdicom() -> None:
     assert "_reactor_checkpoint" in checkpoint and "_is_paused" in checkpoint
 
 
-class _SlowPlain(threading.Event):
-    """pynetdicom's checkpoint, with a reactor slow to run after it was released."""
+class _SlowWake:
+    """A checkpoint whose reactor is slow to run after it was released."""
 
     def wait(self, timeout: float | None = None) -> bool:
         blocked = not self.is_set()
-        woken = super().wait(timeout)
+        woken: bool = super().wait(timeout)
         if blocked:
             time.sleep(_WAKE_DELAY)
         return woken
 
 
-class _SlowFixed(reactorpause.Checkpoint):
+class _SlowPlain(_SlowWake, threading.Event):
+    """pynetdicom's checkpoint, with a slow reactor."""
+
+
+class _SlowFixed(_SlowWake, reactorpause.Checkpoint):
     """The adapter's checkpoint, with the same slow reactor."""
-
-    def wait(self, timeout: float | None = None) -> bool:
-        blocked = not self.is_set()
-        woken = super().wait(timeout)
-        if blocked:
-            time.sleep(_WAKE_DELAY)
-        return woken
 
 
 @pytest.fixture
