@@ -11,12 +11,17 @@ from the first so that a long forward does not hold it up.
 A restart loses nothing: the index and the queue are the truth. Firings
 never overlap (``max_instances=1``) and missed ones collapse into one
 (``coalesce``). The clock fires every ``forward.poll_seconds``, first at
-start, so work left by a previous run resumes at once.
+start, so work left by a previous run resumes at once. ``stop()`` lets a
+firing in progress end for a few seconds, so that the database connections
+it holds go back before the node closes its engine; a forward attempt that
+takes longer ends with the process (its lease expires).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -30,6 +35,9 @@ __all__ = ["Clock"]
 
 logger = logging.getLogger(__name__)
 
+#: how long stop() lets a firing in progress end
+_STOP_WAIT_SECONDS = 5.0
+
 
 class Clock:
     """The periodic work of one node (see the module docstring)."""
@@ -37,20 +45,34 @@ class Clock:
     def __init__(self, app: App) -> None:
         self._app = app
         self._scheduler = BackgroundScheduler(timezone=UTC)
+        self._idle = threading.Condition()
+        self._running = 0
 
     def start(self) -> None:
-        self._scheduler.add_job(
-            self._tick, "interval", seconds=self._app.settings.forward.poll_seconds,
-            id="forward", max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
-        self._scheduler.add_job(
-            self._report, "interval", seconds=self._app.settings.forward.poll_seconds,
-            id="spool-report", max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
+        for job_id, work in (("forward", self._tick), ("spool-report", self._report)):
+            self._scheduler.add_job(
+                self._counted(work), "interval", seconds=self._app.settings.forward.poll_seconds,
+                id=job_id, max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
         self._scheduler.start()
 
     def stop(self) -> None:
-        """Stop firing; a forward attempt in progress ends with the process (its lease expires)."""
+        """Stop firing; wait a little for a firing in progress (see the module docstring)."""
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
+        with self._idle:
+            self._idle.wait_for(lambda: self._running == 0, timeout=_STOP_WAIT_SECONDS)
+
+    def _counted(self, work: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            with self._idle:
+                self._running += 1
+            try:
+                work()
+            finally:
+                with self._idle:
+                    self._running -= 1
+                    self._idle.notify_all()
+        return run
 
     def _report(self) -> None:
         try:

@@ -169,3 +169,28 @@ def test_a_backlog_in_another_nodes_spool_holds_the_sweep_while_that_node_report
         assert route_stable(app, later) == 1
     finally:
         other.close()
+
+
+def test_the_clock_lets_a_firing_in_progress_end_before_it_stops(
+        app: App, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import time
+
+    import gateway.clock as clock
+
+    started, ended = threading.Event(), threading.Event()
+
+    def slow_report(node: App) -> None:  # holds a database session for a while, as a report
+        started.set()
+        with session_scope(node.engine, readonly=True) as session:
+            session.scalars(select(Study.study_instance_uid)).all()
+            time.sleep(0.5)
+        ended.set()
+
+    monkeypatch.setattr(clock, "report_spool", slow_report)
+    ticking = clock.Clock(app)
+    ticking.start()
+    assert started.wait(5), "the clock did not fire at start"
+    ticking.stop()
+    # the session went back before stop() returned, so closing the engine now closes it
+    assert ended.is_set()
