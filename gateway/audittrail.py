@@ -18,8 +18,10 @@ Where each record is written, and its volume:
   instances, one per (sender, study) of each committed batch with the count
   of instances (``instances=N``): not one per instance, so a 2,000-image
   study adds a few dozen rows, and no write on the receiving thread;
-  ``store-refused`` for a C-STORE answered with a failure, ``quarantine``
-  for an instance set aside;
+  ``store-refused`` for a C-STORE answered with a failure (or aborted for
+  a malformed UID in its command, :mod:`gateway.commandcheck`, which
+  writes ``request-refused`` for other requests), ``quarantine`` for an
+  instance set aside;
 - ``find`` (and ``find-refused``): one per C-FIND, when it ends;
 - ``move`` / ``get`` (and ``-refused``): one per C-MOVE or C-GET with its
   sub-operation counts (:mod:`gateway.retrieve`);

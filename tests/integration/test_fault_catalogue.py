@@ -27,6 +27,7 @@ FAULTS = "tests/integration/test_node_faults.py"
 TLS = "tests/integration/test_tls.py"
 BAD = "tests/integration/test_bad_datasets.py"
 CHARSET = "tests/integration/test_charset_abuse.py"
+AUDIT = "tests/integration/test_fault_audit.py"
 
 
 class Case(NamedTuple):
@@ -36,16 +37,18 @@ class Case(NamedTuple):
 
 
 CATALOGUE: dict[str, Case] = {
-    "T01": Case("partial", (
+    "T01": Case("covered", (
         f"{RECEIVE}::test_unknown_caller_is_rejected_where_store_is_closed",
         f"{RECEIVE}::test_wrong_called_ae_title_is_rejected",
         f"{RAW}::test_an_unregistered_caller_is_rejected_and_audited",
-    ), "RJ (1,1,3) with its audit record and RJ (1,1,7) asserted; the audit record of a "
-       "called-AE mismatch is not"),
-    "T02": Case("partial", (
+        f"{AUDIT}::test_a_called_ae_mismatch_is_rejected_and_audited_as_a_security_alert",
+    ), "RJ (1,1,3) and (1,1,7), each with its audit record; the Security Alert (110113) "
+       "is asserted on the syslog copy for the called-AE mismatch"),
+    "T02": Case("covered", (
         f"{TLS}::test_required_client_certificate_refuses_none_and_strangers",
-    ), "TLS client certificate only; a registered AE title from an unregistered address "
-       "and the audit record are not tested"),
+        f"{AUDIT}::test_a_registered_ae_title_from_another_address_is_rejected_and_audited",
+    ), "the address is checked for a peer pinned to one (peer add --pin-address); a "
+       "peer's host is where the node sends, and is not checked on the way in"),
     "T03": Case("covered", (
         f"{RAW}::test_a_malformed_associate_rq_is_rejected",
         f"{RAW}::test_over_long_uids_in_items_get_an_abort_without_harm",
@@ -84,11 +87,13 @@ CATALOGUE: dict[str, Case] = {
         f"{LIMITS}::test_a_flood_past_the_association_limit_is_refused_and_the_node_recovers",
     ), "scaled down (20 connects, 40 requests, limit 4); an in-flight C-STORE during the "
        "flood is not tested (an in-flight C-ECHO is)"),
-    "T11": Case("partial", (
+    "T11": Case("covered", (
         f"{FAULTS}::test_path_as_dataset_sop_instance_uid_gets_a900_and_nothing_is_written",
         f"{LIMITS}::test_a_path_as_the_commands_instance_uid_writes_nothing",
-    ), "paths, letters and NUL padding in the dataset's and the command's UID are tested; "
-       "the 65-character UID and the audit record are not"),
+        f"{AUDIT}::test_a_65_character_uid_is_refused_writes_nothing_and_is_audited",
+    ), "paths, letters, NUL padding and 65 characters, in the dataset's and the command's "
+       "UID; the audit record asserted for the 65-character cases (an aborted request is "
+       "audited by gateway/commandcheck.py)"),
     "T12": Case("covered", (
         f"{RECEIVE}::test_dataset_uid_differing_from_the_request_gets_a900",
     )),
@@ -150,10 +155,12 @@ CATALOGUE: dict[str, Case] = {
         "tests/integration/test_node_find.py::test_each_peer_sees_its_scope",
         "tests/integration/test_node_find.py::test_identifiers_are_not_logged",
     ), "the cap answers A700, one of the table's two choices"),
-    "T24": Case("partial", (
+    "T24": Case("covered", (
         "tests/integration/test_node_retrieve.py::test_unknown_move_destination_gets_a801",
         "tests/integration/test_node_retrieve.py::test_a_scoped_caller_moves_only_to_its_own_machine",
-    ), "the audit records (110104/110113) are not asserted"),
+        f"{AUDIT}::test_a_refused_move_is_audited_as_a_security_alert",
+    ), "refusals are Security Alerts (110113, Use of Restricted Function) on the syslog "
+       "copy; a completed move's 110104 is asserted by test_audit_trail.py"),
     "T25": Case("partial", (
         f"{RAW}::test_an_abort_mid_store_keeps_the_acknowledged_and_discards_the_partial",
         f"{RAW}::test_an_association_idle_mid_dataset_is_aborted_and_leaves_no_file",
