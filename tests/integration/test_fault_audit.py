@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import socket
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
 
@@ -58,15 +58,6 @@ CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 #: 65 characters: one more than PS3.5 9.1 allows
 UID_65 = "1.2." + "3" * 61
 
-
-@pytest.fixture
-def collector() -> Iterator[socket.socket]:
-    """A UDP syslog collector on loopback."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.settimeout(10)
-    yield sock
-    sock.close()
 
 
 @pytest.fixture
