@@ -28,6 +28,7 @@ TLS = "tests/integration/test_tls.py"
 BAD = "tests/integration/test_bad_datasets.py"
 CHARSET = "tests/integration/test_charset_abuse.py"
 AUDIT = "tests/integration/test_fault_audit.py"
+DUPLICATES = "tests/integration/test_fault_duplicates.py"
 
 
 class Case(NamedTuple):
@@ -140,14 +141,17 @@ CATALOGUE: dict[str, Case] = {
         "::test_an_executable_preamble_is_replaced_counted_and_audited",
         "tests/integration/test_import_preamble.py::test_anonymize_writes_a_zero_preamble",
     ), "export is checked as the stored files and the anonymize command's output"),
-    "T22": Case("partial", (
+    "T22": Case("covered", (
         f"{RECEIVE}::test_the_same_instance_twice_is_stored_once",
         "tests/integration/test_ingest_batch.py"
         "::test_the_same_instance_twice_in_a_batch_is_indexed_once_and_keeps_its_file",
         "tests/integration/test_storage_index.py"
         "::test_a_study_under_another_patient_is_a_conflict_and_writes_nothing",
-    ), "(a) same bytes covered; (b) different content through the node, with quarantine "
-       "and audit, is not"),
+        f"{DUPLICATES}::test_the_same_bytes_again_are_acknowledged_and_not_forwarded_twice",
+        f"{DUPLICATES}"
+        "::test_different_content_under_a_known_uid_is_quarantined_audited_never_merged",
+    ), "policy keep-first (README, Duplicates): (b) is acknowledged (durable in the spool), "
+       "then quarantined with its reason and audited at ingest, not refused at receive"),
     "T23": Case("covered", (
         "tests/integration/test_node_find.py::test_result_cap_then_a700_and_the_association_goes_on",
         "tests/integration/test_node_find.py::test_cancel_mid_stream_ends_with_fe00_at_once",
