@@ -327,7 +327,7 @@ def finish(session: Session, job_id: int, owner: str, now: datetime, policy: Ret
         cases.on_job_done(session, job.id, job.study_instance_uid, job.destination, now)
     elif give_up or record.failed or (error and job.attempts >= policy.max_attempts):
         job.state = JobState.FAILED
-        job.last_error = error or f"{record.failed} instance(s) refused by the destination"
+        job.last_error = error or _refused(session, job.id, record.failed)
     elif error:
         job.state = JobState.PENDING
         job.next_attempt_at = now + policy.delay(job.attempts)
@@ -337,6 +337,14 @@ def finish(session: Session, job_id: int, owner: str, now: datetime, policy: Ret
         job.next_attempt_at = now
     session.flush()
     return _record(session, job)
+
+
+def _refused(session: Session, job_id: int, failed: int) -> str:
+    """A dead letter's reason: how many instances were refused, with the statuses they got."""
+    codes = sorted({code for code in session.scalars(select(ForwardItem.status).where(
+        ForwardItem.job_fk == job_id, ForwardItem.state == ItemState.FAILED)) if code is not None})
+    shown = ", ".join(f"0x{code:04X}" for code in codes[:4])
+    return f"{failed} instance(s) refused by the destination" + (f" (status {shown})" * bool(shown))
 
 
 def get(session: Session, job_id: int) -> JobRecord | None:

@@ -29,6 +29,7 @@ BAD = "tests/integration/test_bad_datasets.py"
 CHARSET = "tests/integration/test_charset_abuse.py"
 AUDIT = "tests/integration/test_fault_audit.py"
 DUPLICATES = "tests/integration/test_fault_duplicates.py"
+DESTINATIONS = "tests/integration/test_fault_destinations.py"
 
 
 class Case(NamedTuple):
@@ -194,7 +195,14 @@ CATALOGUE: dict[str, Case] = {
         "::test_a_refused_instance_fails_the_job_and_only_it_is_sent_again",
         "tests/interop/test_forward_orthanc.py"
         "::test_an_institute_that_is_down_gets_the_study_once_it_is_back",
-    ), "blackholed destinations, expired TLS certificates and the alert are not tested"),
+        f"{DESTINATIONS}::test_a_blackholed_destination_times_out_backs_off_and_holds_no_thread",
+        f"{DESTINATIONS}::test_a_destination_refusing_every_instance_is_a_dead_letter_at_once",
+        f"{DESTINATIONS}"
+        "::test_a_destination_out_of_resources_is_retried_and_gets_the_study_once_it_recovers",
+    ), "refused, blackholed (ACSE timeout, capped back-off, dead letter, the pending-age "
+       "alert of status), A700 and C000 (dead letter with the status, the failed-jobs alert) "
+       "are tested; an expired TLS certificate of a destination, and purging only after "
+       "Storage Commitment, are not"),
     "T30": Case("partial", (
         "tests/unit/test_schedule.py::test_the_window_follows_the_zone_and_daylight_saving",
         "tests/integration/test_forward_queue.py"
