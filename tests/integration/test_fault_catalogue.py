@@ -210,11 +210,13 @@ CATALOGUE: dict[str, Case] = {
         "::test_late_instances_go_as_a_follow_up_with_only_themselves",
         f"{CLOCK}::test_a_step_back_of_an_hour_does_not_stop_the_clock",
         f"{CLOCK}::test_a_schedule_window_sends_once_however_the_clock_steps",
+        f"{CLOCK}::test_a_wall_clock_step_neither_aborts_nor_holds_an_association",
     ), "a controllable wall clock steps +-1 h under the running node: its clock keeps "
-       "firing (gateway/clock.py), a window sends once. Back-off is a wall-clock time in the "
-       "database (shared by nodes, kept over restarts): a step back of S delays a due retry "
-       "by S, not tested; pynetdicom's ACSE/DIMSE/ARTIM timers read time.time(), so a step "
-       "ends or stretches them: not monotonic, not tested"),
+       "firing (gateway/clock.py), a window sends once, association timers are monotonic "
+       "(gateway/app.py). Back-off and leases are wall-clock times in the database (shared "
+       "by nodes, kept over restarts): a step back of S delays a due retry by S, a step "
+       "forward brings it early; not tested. NTP slewing and DST of the node's own clock "
+       "are not tested (times are UTC throughout)"),
 }
 
 STATUSES = {"covered", "partial", "not covered"}

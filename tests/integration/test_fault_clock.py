@@ -8,12 +8,15 @@ and back, as NTP or a person makes them, must not stop the node's clock
 twice, and must not drop one: a destination's schedule window
 (storage/schedule.py, wall-clock windows by design) sends its study once,
 when the clock is in the window, however often the clock steps in and out.
-SQLite and PostgreSQL.
+The association timers (ARTIM, the idle network timeout) measure elapsed
+time: a step of ``time.time`` neither aborts an association in use nor keeps
+an idle one. SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
@@ -32,6 +35,7 @@ import gateway.router
 import storage.jobs as jobs
 import storage.routes as routes
 from gateway.node import Node
+from gateway.tls import close_transport
 from storage import peers
 from storage.db import session_scope
 from storage.queue_models import JobState
@@ -158,3 +162,41 @@ def test_a_schedule_window_sends_once_however_the_clock_steps(
     [job] = _jobs(node)
     assert (job.state, job.attempts, job.sent) == (JobState.DONE, 1, 2)
     assert len(destination.arrived) == 2
+
+
+# -- association timers ---------------------------------------------------------------------
+
+def _echo_association(port: int) -> Any:
+    ae = AE(ae_title="CLINIC")
+    ae.add_requested_context("1.2.840.10008.1.1")
+    assoc = ae.associate("127.0.0.1", port, ae_title="GATEWAY")
+    assert assoc.is_established
+    return assoc
+
+
+@pytest.mark.parametrize("step", [timedelta(hours=1), timedelta(hours=-1)],
+                         ids=["forward", "back"])
+def test_a_wall_clock_step_neither_aborts_nor_holds_an_association(
+        make_node: Callable[..., Node], monkeypatch: pytest.MonkeyPatch,
+        step: timedelta) -> None:
+    """T30, PS3.8 9.1.5 (ARTIM) and the idle ``limits.network_timeout``: timers measure
+    elapsed time, so a step of the wall clock changes nothing. Forward: an association in
+    use is not aborted as if it had been idle for an hour. Back: an idle one is still
+    released by the node after ``network_timeout``, not an hour later."""
+    node = make_node(**{"limits.network_timeout": 2})
+    assoc = _echo_association(node.port)
+    try:
+        real = time.time
+        monkeypatch.setattr(time, "time", lambda: real() + step.total_seconds())
+        assert int(assoc.send_c_echo().Status) == 0x0000  # not aborted by the step
+        if step > timedelta(0):
+            assoc.release()
+            assert assoc.is_released
+        else:  # left idle: the node ends it at its network_timeout
+            wait_until(lambda: not assoc.is_established, timeout=10,
+                       what="the idle association ended by the node")
+            assert assoc.is_aborted or assoc.is_released
+    finally:
+        if assoc.is_established:
+            assoc.abort()
+        close_transport(assoc)  # pynetdicom leaves the socket of an ended association open

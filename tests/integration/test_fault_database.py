@@ -32,6 +32,7 @@ from sqlalchemy import func, make_url, select
 
 from gateway.app import build_app
 from gateway.node import Node
+from gateway.tls import close_transport
 from storage.audit import list_events
 from storage.db import session_scope
 from storage.models import Instance
@@ -132,6 +133,7 @@ def test_a_database_outage_loses_no_acknowledged_instance(
                     acknowledged += 1
                     other.release()
                 else:
+                    close_transport(other)  # pynetdicom leaves a rejected one's socket open
                     assert other.is_rejected
                     rejection = other.acceptor.primitive
                     assert rejection is not None
