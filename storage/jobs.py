@@ -202,9 +202,14 @@ def claim_due(session: Session, owner: str, now: datetime, lease_seconds: int,
     destination to the one claiming for it), and on SQLite the write
     transaction serialises the claims. A job whose destination is not a
     registered peer counts as having one association (it fails when sent).
-    Destinations are served in the order of their most urgent due job.
+    Destinations are served in the order of their most urgent due job. A
+    job backing off whose last change is later than ``now`` is due: the wall
+    clock stepped back (RELIABILITY T30), so one early attempt, not a wait
+    as long as the step.
     """
-    due = or_(and_(ForwardJob.state == JobState.PENDING, ForwardJob.next_attempt_at <= now),
+    stepped_back = and_(ForwardJob.attempts > 0, ForwardJob.updated_at > now)
+    due = or_(and_(ForwardJob.state == JobState.PENDING,
+                   or_(ForwardJob.next_attempt_at <= now, stepped_back)),
               and_(ForwardJob.state == JobState.SENDING, ForwardJob.lease_expires_at < now))
     if destinations is not None:
         due = and_(due, ForwardJob.destination.in_(list(destinations)))

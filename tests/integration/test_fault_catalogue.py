@@ -211,12 +211,12 @@ CATALOGUE: dict[str, Case] = {
         f"{CLOCK}::test_a_step_back_of_an_hour_does_not_stop_the_clock",
         f"{CLOCK}::test_a_schedule_window_sends_once_however_the_clock_steps",
         f"{CLOCK}::test_a_wall_clock_step_neither_aborts_nor_holds_an_association",
+        f"{CLOCK}::test_a_step_back_does_not_hold_a_retry_for_the_length_of_the_step",
     ), "a controllable wall clock steps +-1 h under the running node: its clock keeps "
-       "firing (gateway/clock.py), a window sends once, association timers are monotonic "
-       "(gateway/app.py). Back-off and leases are wall-clock times in the database (shared "
-       "by nodes, kept over restarts): a step back of S delays a due retry by S, a step "
-       "forward brings it early; not tested. NTP slewing and DST of the node's own clock "
-       "are not tested (times are UTC throughout)"),
+       "firing, a window sends once, association timers are monotonic, a retry is not held "
+       "for the length of a step back. Back-off and leases stay wall-clock times in the "
+       "database (shared by nodes, kept over restarts): a step forward brings retries early "
+       "and can expire a live lease (the receiver de-duplicates); not tested"),
 }
 
 STATUSES = {"covered", "partial", "not covered"}

@@ -42,6 +42,7 @@ from storage.queue_models import JobState
 from storage.records import PeerRecord
 from tests.conftest import wait_until
 from tests.corpus import make_clinic_study
+from tests.interop.conftest import free_port
 from tests.retrieve_store import Destination
 
 #: where the node's periodic work reads the wall clock
@@ -200,3 +201,47 @@ def test_a_wall_clock_step_neither_aborts_nor_holds_an_association(
         if assoc.is_established:
             assoc.abort()
         close_transport(assoc)  # pynetdicom leaves the socket of an ended association open
+
+
+# -- back-off --------------------------------------------------------------------------------
+
+# pynetdicom 3.0 drops the socket of a refused connection without closing it
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_step_back_does_not_hold_a_retry_for_the_length_of_the_step(
+        make_node: Callable[..., Node], stepped: SteppedClock, ticks: list[datetime],
+        tmp_path: Path) -> None:
+    """T30: a job backing off 30 s from an unreachable destination is tried again soon after
+    the wall clock steps back an hour (one early attempt, storage.jobs.claim_due), not an
+    hour later; after that attempt its new back-off holds in the new timeline."""
+    node = make_node(**{"forward.poll_seconds": 1, "forward.stable_after_seconds": 1})
+    with session_scope(node.app.engine) as session:
+        peers.add(session, PeerRecord(slug="institute", ae_title="INSTITUTE",
+                                      host="127.0.0.1", port=free_port(),  # nothing listens
+                                      roles=("destination",), first_delay_seconds=30))
+        routes.add(session, routes.RouteSpec(name="all-ct", destinations=("institute",),
+                                             conditions=("ModalitiesInStudy=CT",)))
+    study = make_clinic_study(tmp_path / "study", series=1, per_series=1, jpeg=False)
+    ae = AE(ae_title="CLINIC")
+    ae.add_requested_context(CTImageStorage)
+    assoc = ae.associate("127.0.0.1", node.port, ae_title="GATEWAY")
+    assert assoc.is_established
+    try:
+        assert {int(assoc.send_c_store(dcmread(p)).Status) for p in study.files.values()} == {0}
+    finally:
+        assoc.release()
+
+    def attempts() -> int:
+        found = _jobs(node)
+        return found[0].attempts if found else 0
+
+    def after_two_firings() -> int:
+        fired = len(ticks)
+        wait_until(lambda: len(ticks) >= fired + 2, timeout=10, what="two firings")
+        return attempts()
+
+    wait_until(lambda: attempts() == 1, timeout=20, what="the first attempt failing")
+    assert after_two_firings() == 1, "retried before its back-off"
+    stepped.step(timedelta(hours=-1))
+    wait_until(lambda: attempts() == 2, timeout=10, what="a retry soon after the step back")
+    assert after_two_firings() == 2, "the new back-off holds"
+    assert _jobs(node)[0].state is JobState.PENDING
