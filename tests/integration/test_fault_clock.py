@@ -123,22 +123,17 @@ def _jobs(node: Node) -> list[jobs.JobRecord]:
         return jobs.list_jobs(session)
 
 
-@pytest.mark.slow
-def test_a_schedule_window_sends_once_however_the_clock_steps(
-        make_node: Callable[..., Node], stepped: SteppedClock, ticks: list[datetime],
-        destination: Destination, tmp_path: Path) -> None:
-    """T30: a destination open only during the next hour (UTC). Outside it the routed job
-    waits; a step of +1 h into the window sends the study once; stepping back out and into
-    the window again sends nothing more; the job is done after exactly one attempt."""
-    window_hour = (datetime.now(UTC) + timedelta(hours=1)).hour
+def _routed_node(make_node: Callable[..., Node], tmp_path: Path, instances: int,
+                 **peer: Any) -> Node:
+    """A node ticking every second, a route of every CT study to the peer ``institute``
+    (``peer``: its port and options), and a study of ``instances`` stored over C-STORE."""
     node = make_node(**{"forward.poll_seconds": 1, "forward.stable_after_seconds": 1})
     with session_scope(node.app.engine) as session:
         peers.add(session, PeerRecord(slug="institute", ae_title="DESTINATION",
-                                      host="127.0.0.1", port=destination.port,
-                                      roles=("destination",), schedule=f"* {window_hour} * * *"))
+                                      host="127.0.0.1", roles=("destination",), **peer))
         routes.add(session, routes.RouteSpec(name="all-ct", destinations=("institute",),
                                              conditions=("ModalitiesInStudy=CT",)))
-    study = make_clinic_study(tmp_path / "study", series=1, per_series=2, jpeg=False)
+    study = make_clinic_study(tmp_path / "study", series=1, per_series=instances, jpeg=False)
     ae = AE(ae_title="CLINIC")
     ae.add_requested_context(CTImageStorage)
     assoc = ae.associate("127.0.0.1", node.port, ae_title="GATEWAY")
@@ -147,6 +142,19 @@ def test_a_schedule_window_sends_once_however_the_clock_steps(
         assert {int(assoc.send_c_store(dcmread(p)).Status) for p in study.files.values()} == {0}
     finally:
         assoc.release()
+    return node
+
+
+@pytest.mark.slow
+def test_a_schedule_window_sends_once_however_the_clock_steps(
+        make_node: Callable[..., Node], stepped: SteppedClock, ticks: list[datetime],
+        destination: Destination, tmp_path: Path) -> None:
+    """T30: a destination open only during the next hour (UTC). Outside it the routed job
+    waits; a step of +1 h into the window sends the study once; stepping back out and into
+    the window again sends nothing more; the job is done after exactly one attempt."""
+    window_hour = (datetime.now(UTC) + timedelta(hours=1)).hour
+    node = _routed_node(make_node, tmp_path, 2, port=destination.port,
+                        schedule=f"* {window_hour} * * *")
     wait_until(lambda: len(_jobs(node)) == 1, timeout=20, what="the study routed")
     fired = len(ticks)
     wait_until(lambda: len(ticks) >= fired + 2, timeout=10, what="firings outside the window")
@@ -213,22 +221,8 @@ def test_a_step_back_does_not_hold_a_retry_for_the_length_of_the_step(
     """T30: a job backing off 30 s from an unreachable destination is tried again soon after
     the wall clock steps back an hour (one early attempt, storage.jobs.claim_due), not an
     hour later; after that attempt its new back-off holds in the new timeline."""
-    node = make_node(**{"forward.poll_seconds": 1, "forward.stable_after_seconds": 1})
-    with session_scope(node.app.engine) as session:
-        peers.add(session, PeerRecord(slug="institute", ae_title="INSTITUTE",
-                                      host="127.0.0.1", port=free_port(),  # nothing listens
-                                      roles=("destination",), first_delay_seconds=30))
-        routes.add(session, routes.RouteSpec(name="all-ct", destinations=("institute",),
-                                             conditions=("ModalitiesInStudy=CT",)))
-    study = make_clinic_study(tmp_path / "study", series=1, per_series=1, jpeg=False)
-    ae = AE(ae_title="CLINIC")
-    ae.add_requested_context(CTImageStorage)
-    assoc = ae.associate("127.0.0.1", node.port, ae_title="GATEWAY")
-    assert assoc.is_established
-    try:
-        assert {int(assoc.send_c_store(dcmread(p)).Status) for p in study.files.values()} == {0}
-    finally:
-        assoc.release()
+    node = _routed_node(make_node, tmp_path, 1, port=free_port(),  # nothing listens
+                        first_delay_seconds=30)
 
     def attempts() -> int:
         found = _jobs(node)
