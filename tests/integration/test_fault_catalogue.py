@@ -200,10 +200,14 @@ CATALOGUE: dict[str, Case] = {
         f"{DESTINATIONS}::test_a_destination_refusing_every_instance_is_a_dead_letter_at_once",
         f"{DESTINATIONS}"
         "::test_a_destination_out_of_resources_is_retried_and_gets_the_study_once_it_recovers",
+        f"{DESTINATIONS}"
+        "::test_a_destination_with_an_expired_certificate_is_retried_not_sent_in_clear",
     ), "refused, blackholed (ACSE timeout, capped back-off, dead letter, the pending-age "
-       "alert of status), A700 and C000 (dead letter with the status, the failed-jobs alert) "
-       "are tested; an expired TLS certificate of a destination, and purging only after "
-       "Storage Commitment, are not"),
+       "alert of status), an expired TLS certificate (transient; the job's reason says the "
+       "association failed, only the log says why), A700 and C000 (dead letter with the "
+       "status, the failed-jobs alert) are tested; de-identified files are kept after "
+       "forwarding, and whether the purge of delivered results (gateway/results.py) waits "
+       "for Storage Commitment is not tested here"),
     "T30": Case("partial", (
         "tests/unit/test_schedule.py::test_the_window_follows_the_zone_and_daylight_saving",
         "tests/integration/test_forward_queue.py"

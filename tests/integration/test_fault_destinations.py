@@ -12,6 +12,7 @@ driven here at chosen moments) to a destination that misbehaves:
   reports the job once it is older than ``status.max_pending_age_seconds``;
 - answering 0xA700 (out of resources): transient, retried after its
   back-off, and delivered once the destination recovers;
+- presenting an expired TLS certificate: nothing is sent, transient;
 - answering 0xC000 to every instance: a permanent refusal (PS3.4 Table
   B.2-1, Cxxx "cannot understand"), so the job is a dead letter at once
   with the status as its reason, audited, never sent again by itself, and
@@ -23,6 +24,7 @@ SQLite and PostgreSQL.
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -49,6 +51,7 @@ from tests.conftest import wait_until
 from tests.corpus import make_clinic_study
 from tests.procwatch import watched
 from tests.rawpeer import FAST
+from tests.tlscerts import PKI, make_pki
 
 INSTANCES = 2
 #: the destination's retry policy: 30 s, 60 s, then capped at 100 s; the 4th failure is final
@@ -112,13 +115,14 @@ def answering() -> Iterator[tuple[int, list[str], list[int]]]:
     server.shutdown()
 
 
-def _routed_node(make_node: Callable[..., Node], tmp_path: Path, port: int) -> Node:
+def _routed_node(make_node: Callable[..., Node], tmp_path: Path, port: int, *,
+                 tls: bool = False, settings: dict[str, Any] | None = None) -> Node:
     """A node with one routed, ingested study of ``INSTANCES`` instances for ``port``."""
     node = make_node(**FAST, **{"forward.poll_seconds": 3600,
-                                "forward.stable_after_seconds": 1})
+                                "forward.stable_after_seconds": 1}, **(settings or {}))
     with session_scope(node.app.engine) as session:
         peers.add(session, PeerRecord(slug="institute", ae_title="INSTITUTE", host="127.0.0.1",
-                                      port=port, roles=("destination",), **POLICY))
+                                      port=port, roles=("destination",), tls=tls, **POLICY))
         routes.add(session, routes.RouteSpec(name="all-ct", destinations=("institute",),
                                              conditions=("ModalitiesInStudy=CT",)))
     study = make_clinic_study(tmp_path / "study", series=1, per_series=INSTANCES, jpeg=False)
@@ -226,3 +230,36 @@ def test_a_destination_out_of_resources_is_retried_and_gets_the_study_once_it_re
     job = _job(node)
     assert (job.state, job.sent, job.attempts) == (JobState.DONE, INSTANCES, 2)
     assert len(offered) == 1 + INSTANCES
+
+
+@pytest.fixture
+def expired_tls_destination(tmp_path: Path) -> Iterator[tuple[int, PKI]]:
+    """A Storage SCP over DICOM TLS whose server certificate expired yesterday."""
+    pki = make_pki(tmp_path / "pki")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki.expired.certificate, pki.expired.private_key)
+    ae = AE(ae_title="INSTITUTE")
+    ae.add_supported_context(CTImageStorage)
+    server = ae.start_server(("127.0.0.1", 0), block=False, ssl_context=context)
+    yield int(server.server_address[1]), pki
+    server.shutdown()
+
+
+def test_a_destination_with_an_expired_certificate_is_retried_not_sent_in_clear(
+        make_node: Callable[..., Node], tmp_path: Path,
+        expired_tls_destination: tuple[int, PKI], caplog: pytest.LogCaptureFixture) -> None:
+    """T29, PS3.15 B.1 (the server's certificate is verified): a destination whose
+    certificate expired gets no instance, over TLS or in clear; the failure is transient
+    (an administrator renews the certificate), so the job backs off with the reason kept.
+    The job says the association failed; the log says why (pynetdicom logs the TLS
+    error and does not pass it on)."""
+    port, pki = expired_tls_destination
+    node = _routed_node(make_node, tmp_path, port, tls=True,
+                        settings={"tls.ca_certificates": str(pki.ca)})
+    with watched(node):
+        report = run_due(node.app, now=datetime.now(UTC) + timedelta(seconds=5))
+    job = _job(node)
+    assert (report.retried, job.state, job.attempts, job.sent) == (1, JobState.PENDING, 1, 0)
+    assert job.last_error == f"association with institute (127.0.0.1:{port}) failed"
+    assert "certificate has expired" in caplog.text
+    assert int((job.next_attempt_at - job.updated_at).total_seconds()) == 30
