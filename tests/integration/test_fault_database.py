@@ -153,3 +153,13 @@ def test_a_database_outage_loses_no_acknowledged_instance(
         assert list_entries(session) == []  # retried, not set aside
         stored = list_events(session, event="store")
     assert sum(int(e.detail.split("instances=")[1].split()[0]) for e in stored) == acknowledged
+    # the audit records of the outage were kept and written once it ended (I5)
+    wanted = ("association-accepted", "peer=-") if outage.admits_meanwhile else (
+        "association-rejected", "peer table unavailable")
+    wait_until(lambda: len(_audited(node, *wanted)) == 1 + outage.admits_meanwhile,
+               timeout=10, what=f"the {wanted[0]} records of the outage")
+
+
+def _audited(node: Node, event: str, text: str) -> list[str]:
+    with session_scope(node.app.engine, readonly=True) as session:
+        return [e.detail for e in list_events(session, event=event) if text in e.detail]
