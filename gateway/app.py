@@ -26,12 +26,14 @@ import hashlib
 import hmac
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Protocol
 
-from pynetdicom import _config as pynetdicom_config
+from pynetdicom import _config as pynetdicom_config, timer as pynetdicom_timer
 from sqlalchemy import Engine
 
 from anonymizer import KeyedPseudonyms, Profile
@@ -59,6 +61,11 @@ def configure_pynetdicom() -> None:
     pynetdicom_config.LOG_RESPONSE_IDENTIFIERS = False
     pynetdicom_config.ENFORCE_UID_CONFORMANCE = True
     pynetdicom_config.UNRESTRICTED_STORAGE_SERVICE = False
+    # pynetdicom's Timer (the ARTIM timer, PS3.8 9.1.5, and the idle network_timeout)
+    # measures with time.time(): a wall-clock step forward aborted every association in
+    # use at once, a step back kept an idle one for the length of the step (RELIABILITY
+    # T30). It only subtracts two of its own readings, so the monotonic clock serves as is.
+    setattr(pynetdicom_timer, "time", SimpleNamespace(time=time.monotonic))
 
 
 class Wake(Protocol):

@@ -81,6 +81,7 @@ AUDIT_CODES: Final[dict[str, AuditCode]] = {
     "store-refused": AuditCode(*_TRANSFERRED, "C"),
     "quarantine": AuditCode(*_TRANSFERRED, "C"),
     "import": AuditCode("110107", "Import", "C"),
+    "request-refused": AuditCode(*_ALERT, "E", _RESTRICTED),
     "find": AuditCode("110112", "Query", "E"),
     "find-refused": AuditCode(*_ALERT, "E", _RESTRICTED),
     "move": AuditCode(*_TRANSFERRED, "R"),

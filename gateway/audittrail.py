@@ -18,8 +18,10 @@ Where each record is written, and its volume:
   instances, one per (sender, study) of each committed batch with the count
   of instances (``instances=N``): not one per instance, so a 2,000-image
   study adds a few dozen rows, and no write on the receiving thread;
-  ``store-refused`` for a C-STORE answered with a failure, ``quarantine``
-  for an instance set aside;
+  ``store-refused`` for a C-STORE answered with a failure (or aborted for
+  a malformed UID in its command, :mod:`gateway.commandcheck`, which
+  writes ``request-refused`` for other requests), ``quarantine`` for an
+  instance set aside;
 - ``find`` (and ``find-refused``): one per C-FIND, when it ends;
 - ``move`` / ``get`` (and ``-refused``): one per C-MOVE or C-GET with its
   sub-operation counts (:mod:`gateway.retrieve`);
@@ -42,6 +44,12 @@ association or a query does not wait for a commit of its audit record (on
 SQLite that was a fifth of a C-ECHO association's time). The price: records
 queued when the process is killed (at most the last
 :data:`FLUSH_SECONDS`) are lost; a node that stops normally flushes them.
+
+A record the database refuses (it is down or locked, RELIABILITY T28),
+queued or not, is kept by the writer and tried again every
+:data:`RETRY_SECONDS` until it is committed; its ``at`` is when the
+event happened. Only records still held when the node
+stops with the database unavailable are lost, and the log says how many.
 """
 
 from __future__ import annotations
@@ -66,7 +74,7 @@ from storage.queue_models import JobState
 
 from .app import App
 
-__all__ = ["FLUSH_SECONDS", "AuditWriter", "forward_outcome", "record_quietly"]
+__all__ = ["FLUSH_SECONDS", "RETRY_SECONDS", "AuditWriter", "forward_outcome", "record_quietly"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +84,8 @@ FLUSH_SECONDS: Final = 0.2
 _BATCH: Final = 500
 #: records waiting at most; past this the caller writes its own (back-pressure, never a loss)
 _QUEUED: Final = 10_000
+#: the pause before a batch the database refused is tried again
+RETRY_SECONDS: Final = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +114,7 @@ class AuditWriter:
         self._app = app
         self._queue: queue.Queue[_Pending] = queue.Queue(maxsize=_QUEUED)
         self._stop = threading.Event()
+        self._held: list[_Pending] = []  # taken from the queue, not yet committed
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
 
     def start(self) -> None:
@@ -117,7 +128,8 @@ class AuditWriter:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
-        left = self._drain(_QUEUED)  # submitted while the thread was finishing
+        left = self._held + self._drain(_QUEUED)  # held, or submitted while it was finishing
+        self._held = []
         if left:
             _write(self._app, left)
 
@@ -138,12 +150,20 @@ class AuditWriter:
 
     def _run(self) -> None:
         while not (self._stop.is_set() and self._queue.empty()):
-            try:
-                batch = [self._queue.get(timeout=FLUSH_SECONDS)]
-            except queue.Empty:
+            if not self._held:
+                try:
+                    self._held.append(self._queue.get(timeout=FLUSH_SECONDS))
+                except queue.Empty:
+                    continue
+                self._stop.wait(FLUSH_SECONDS)  # gather what comes meanwhile (not when stopping)
+            batch = self._held + self._drain(max(1, _BATCH - len(self._held)))
+            if _write(self._app, batch):
+                self._held = []
                 continue
-            self._stop.wait(FLUSH_SECONDS)  # gather what comes meanwhile (not when stopping)
-            _write(self._app, batch + self._drain(_BATCH - 1))
+            # the database refused it (down, locked): kept, and tried again after a pause
+            self._held = batch[-_QUEUED:]
+            if self._stop.wait(RETRY_SECONDS):
+                return  # stop() tries what is held once more
 
 
 def _write(app: App, batch: list[_Pending]) -> bool:
@@ -181,11 +201,15 @@ def record_quietly(app: App, event: str, actor: str, outcome: str, *,
         Whether the record was committed (or queued).
     """
     item = _Pending(event, actor, outcome, study_instance_uid, detail)
-    writer = _WRITERS.get(app.engine) if queued else None
-    if writer is not None:
+    writer = _WRITERS.get(app.engine)
+    if queued and writer is not None:
         writer.submit(item)
         return True
-    return _write(app, [item])
+    if _write(app, [item]):
+        return True
+    if writer is not None:  # the database is down or locked: the writer keeps trying (T28)
+        writer.submit(item)
+    return False
 
 
 def forward_outcome(session: Session, job: jobs.JobRecord, closed: jobs.JobRecord | None,

@@ -15,6 +15,19 @@ start, so work left by a previous run resumes at once. ``stop()`` lets a
 firing in progress end for a few seconds, so that the database connections
 it holds go back before the node closes its engine; a forward attempt that
 takes longer ends with the process (its lease expires).
+
+Wall-clock steps (NTP, a person setting the clock; RELIABILITY T30).
+APScheduler 3 keeps each job's next run as a wall-clock time and sleeps
+until it: after a step back by an hour it would sleep that hour, and the
+node would neither route nor forward meanwhile. :class:`_SteadyScheduler`
+waits at most one interval at a time (a ``threading.Event`` wait, which
+runs on the monotonic clock), and pulls a next run that lies more than two
+intervals ahead back to now. A step forward makes the missed firings one
+(``coalesce``), run at once however late (no ``misfire_grace_time``).
+Schedule windows (:mod:`storage.schedule`) are wall-clock windows by
+design, and what is sent is decided by the queue in the database: a step
+back into a window already served sends nothing again, and a step forward
+over part of one leaves its jobs for the next window, never drops them.
 """
 
 from __future__ import annotations
@@ -22,7 +35,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -39,12 +52,32 @@ logger = logging.getLogger(__name__)
 _STOP_WAIT_SECONDS = 5.0
 
 
+class _SteadyScheduler(BackgroundScheduler):  # type: ignore[misc]
+    """APScheduler's background scheduler, made robust to wall-clock steps (module notes)."""
+
+    def __init__(self, interval: timedelta) -> None:
+        super().__init__(timezone=UTC)
+        self._interval = interval
+
+    def _process_jobs(self) -> float | None:
+        now = datetime.now(UTC)
+        for job in self.get_jobs():
+            ahead = job.next_run_time - now if job.next_run_time is not None else None
+            if ahead is not None and ahead > 2 * self._interval:
+                logger.warning("clock stepped back: job=%s next run %.0fs ahead, now instead",
+                               job.id, ahead.total_seconds())
+                job.modify(next_run_time=now)
+        wait: float | None = super()._process_jobs()
+        limit = self._interval.total_seconds()
+        return limit if wait is None else min(wait, limit)
+
+
 class Clock:
     """The periodic work of one node (see the module docstring)."""
 
     def __init__(self, app: App) -> None:
         self._app = app
-        self._scheduler = BackgroundScheduler(timezone=UTC)
+        self._scheduler = _SteadyScheduler(timedelta(seconds=app.settings.forward.poll_seconds))
         self._idle = threading.Condition()
         self._running = 0
 
@@ -52,7 +85,8 @@ class Clock:
         for job_id, work in (("forward", self._tick), ("spool-report", self._report)):
             self._scheduler.add_job(
                 self._counted(work), "interval", seconds=self._app.settings.forward.poll_seconds,
-                id=job_id, max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
+                id=job_id, max_instances=1, coalesce=True, misfire_grace_time=None,
+                next_run_time=datetime.now(UTC))
         self._scheduler.start()
 
     def stop(self) -> None:

@@ -11,7 +11,12 @@ it comes over the TLS listener with that certificate (RELIABILITY.md T02).
 
 Refusals happen at association time with the PS3.8 reasons pynetdicom uses:
 called AE title not ours -> rejected-permanent (1, 1, 7); calling AE title
-not recognised (unknown, or pinned elsewhere) -> (1, 1, 3). A registered
+not recognised (unknown, or pinned elsewhere) -> (1, 1, 3). When the peer
+table cannot be read (the database is down or locked, RELIABILITY T28) the
+look-up is retried a bounded number of times (:data:`PEER_LOOKUP_DELAYS`),
+then the association is rejected-transient, temporary congestion (2, 3, 1),
+PS3.8 Table 9-21: the caller may try again later; it is never admitted
+without a decision. A registered
 peer without the ``source`` or ``results`` role that sends a C-STORE, and any caller
 without the ``query`` role that sends a C-FIND (unregistered local callers
 included: loopback is open to echo and store only), get 0x0124 "Refused:
@@ -37,7 +42,11 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import time
 from dataclasses import dataclass
+from typing import Final
+
+from sqlalchemy.exc import SQLAlchemyError
 
 import storage.peers as peers
 from storage.db import session_scope
@@ -48,7 +57,8 @@ from .app import App
 from .audittrail import record_quietly
 
 __all__ = [
-    "Decision", "admit", "is_loopback", "may_query", "may_retrieve", "may_store",
+    "PEER_LOOKUP_DELAYS", "Decision", "admit", "is_loopback", "may_query", "may_retrieve",
+    "may_store",
     "move_destination", "record_admission", "record_refusal", "record_rejection",
 ]
 
@@ -56,6 +66,9 @@ logger = logging.getLogger(__name__)
 
 CALLING_AE_NOT_RECOGNIZED = (0x01, 0x01, 0x03)
 CALLED_AE_NOT_RECOGNIZED = (0x01, 0x01, 0x07)
+TEMPORARY_CONGESTION = (0x02, 0x03, 0x01)
+#: the waits between look-ups of the peer table when the database fails (then 2,3,1)
+PEER_LOOKUP_DELAYS: Final = (0.2, 0.5, 1.0)
 
 
 def is_loopback(address: str) -> bool:
@@ -91,8 +104,9 @@ def admit(app: App, calling_ae: str, called_ae: str, address: str,
     """
     if called_ae.strip() != app.settings.node.ae_title:
         return Decision(False, CALLED_AE_NOT_RECOGNIZED, reason="called AE title is not ours")
-    with session_scope(app.engine) as session:
-        known = peers.by_ae_title(session, calling_ae.strip())
+    known = _registered(app, calling_ae.strip())
+    if known is None:
+        return Decision(False, TEMPORARY_CONGESTION, reason="peer table unavailable")
     for peer in known:
         if peer.pinned_address and peer.pinned_address != address:
             continue
@@ -107,6 +121,20 @@ def admit(app: App, calling_ae: str, called_ae: str, address: str,
     if _open_to_unknown(app):
         return Decision(True, roles=frozenset({"source"}))
     return Decision(False, CALLING_AE_NOT_RECOGNIZED, reason="calling AE title not registered")
+
+
+def _registered(app: App, ae_title: str) -> list[PeerRecord] | None:
+    """The peers with this AE title; ``None`` when the database failed every bounded try."""
+    for delay in (*PEER_LOOKUP_DELAYS, None):
+        try:
+            with session_scope(app.engine, readonly=True) as session:
+                return peers.by_ae_title(session, ae_title)
+        except SQLAlchemyError as exc:
+            logger.error("peer lookup failed reason=%r retry_in=%s", type(exc).__name__,
+                         f"{delay}s" if delay is not None else "never")
+            if delay is not None:
+                time.sleep(delay)
+    return None
 
 
 def _open_to_unknown(app: App) -> bool:

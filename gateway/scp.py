@@ -25,7 +25,8 @@ transient, local limit exceeded), ACSE/DIMSE/network timeouts, maximum PDU.
 Every association accepted or rejected is audited: our policy's
 rejections when they are decided, pynetdicom's own (the limit, a bad
 application context) and every acceptance once the A-ASSOCIATE-AC or -RJ
-has gone out (:mod:`gateway.audittrail`).
+has gone out (:mod:`gateway.audittrail`). A request aborted for a malformed
+UID in its command is audited too (:mod:`gateway.commandcheck`).
 Every accepted socket gets TCP_NODELAY (without it, small DIMSE responses
 wait on Nagle's algorithm). The contexts are built once and shared by every
 association (:mod:`gateway.contexts`).
@@ -62,6 +63,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from .app import App
 from .audittrail import record_quietly
+from .commandcheck import audit_malformed_command
 from .commitment import ACCEPTOR_ROLES, PUSH_MODEL, handle_event_report, refuse_action
 from .contexts import SharedContexts
 from .find import handle_find, handle_sop_extended
@@ -210,6 +212,7 @@ def start_listener(app: App, ae: RetrieveAE | None = None, *,
         (evt.EVT_CONN_OPEN, set_tcp_nodelay),
         (evt.EVT_CONN_CLOSE, discard_partial_receive),
         (evt.EVT_PDU_RECV, cap_receive, [app]),
+        (evt.EVT_DIMSE_RECV, audit_malformed_command, [app]),
         (evt.EVT_REQUESTED, _on_requested, [app]),
         (evt.EVT_ACCEPTED, _on_accepted, [app]),
         (evt.EVT_REJECTED, _on_rejected, [app]),

@@ -202,9 +202,14 @@ def claim_due(session: Session, owner: str, now: datetime, lease_seconds: int,
     destination to the one claiming for it), and on SQLite the write
     transaction serialises the claims. A job whose destination is not a
     registered peer counts as having one association (it fails when sent).
-    Destinations are served in the order of their most urgent due job.
+    Destinations are served in the order of their most urgent due job. A
+    job backing off whose last change is later than ``now`` is due: the wall
+    clock stepped back (RELIABILITY T30), so one early attempt, not a wait
+    as long as the step.
     """
-    due = or_(and_(ForwardJob.state == JobState.PENDING, ForwardJob.next_attempt_at <= now),
+    stepped_back = and_(ForwardJob.attempts > 0, ForwardJob.updated_at > now)
+    due = or_(and_(ForwardJob.state == JobState.PENDING,
+                   or_(ForwardJob.next_attempt_at <= now, stepped_back)),
               and_(ForwardJob.state == JobState.SENDING, ForwardJob.lease_expires_at < now))
     if destinations is not None:
         due = and_(due, ForwardJob.destination.in_(list(destinations)))
@@ -327,7 +332,7 @@ def finish(session: Session, job_id: int, owner: str, now: datetime, policy: Ret
         cases.on_job_done(session, job.id, job.study_instance_uid, job.destination, now)
     elif give_up or record.failed or (error and job.attempts >= policy.max_attempts):
         job.state = JobState.FAILED
-        job.last_error = error or f"{record.failed} instance(s) refused by the destination"
+        job.last_error = error or _refused(session, job.id, record.failed)
     elif error:
         job.state = JobState.PENDING
         job.next_attempt_at = now + policy.delay(job.attempts)
@@ -337,6 +342,14 @@ def finish(session: Session, job_id: int, owner: str, now: datetime, policy: Ret
         job.next_attempt_at = now
     session.flush()
     return _record(session, job)
+
+
+def _refused(session: Session, job_id: int, failed: int) -> str:
+    """A dead letter's reason: how many instances were refused, with the statuses they got."""
+    codes = sorted({code for code in session.scalars(select(ForwardItem.status).where(
+        ForwardItem.job_fk == job_id, ForwardItem.state == ItemState.FAILED)) if code is not None})
+    shown = ", ".join(f"0x{code:04X}" for code in codes[:4])
+    return f"{failed} instance(s) refused by the destination" + (f" (status {shown})" * bool(shown))
 
 
 def get(session: Session, job_id: int) -> JobRecord | None:

@@ -21,6 +21,8 @@ from click.testing import CliRunner, Result
 from tests.corpus import Corpus, make_planted_corpus, make_valid_study
 
 if TYPE_CHECKING:
+    import socket
+
     from config import Settings
     from gateway.node import Node
 
@@ -85,6 +87,18 @@ def require_tool(name: str, package: str) -> str:
     if found is None:
         pytest.fail(f"{name} not found: install Debian package {package} (scripts/test does this)")
     return found
+
+
+@pytest.fixture
+def collector() -> Iterator["socket.socket"]:
+    """A UDP syslog collector on loopback (``audit.syslog = udp://127.0.0.1:PORT``)."""
+    import socket
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(10)
+    yield sock
+    sock.close()
 
 
 @pytest.fixture

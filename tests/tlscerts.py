@@ -30,6 +30,7 @@ class PKI:
     server: Identity  # for 127.0.0.1 and localhost
     client: Identity  # signed by the trusted authority
     stranger: Identity  # a client signed by another authority
+    expired: Identity  # a server certificate for 127.0.0.1 that expired yesterday
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
@@ -60,9 +61,9 @@ def _authority(common_name: str) -> tuple[x509.Certificate, ec.EllipticCurvePriv
 
 def _issue(folder: Path, stem: str, common_name: str,
            issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey],
-           server: bool) -> Identity:
+           server: bool, expired: bool = False) -> Identity:
     key = _key()
-    now = datetime.datetime.now(datetime.UTC)
+    now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=3 if expired else 0)
     builder = (
         x509.CertificateBuilder().subject_name(_name(common_name))
         .issuer_name(issuer[0].subject).public_key(key.public_key())
@@ -99,4 +100,5 @@ def make_pki(folder: Path) -> PKI:
         server=_issue(folder, "server", "GATEWAY", authority, server=True),
         client=_issue(folder, "client", "CLINIC", authority, server=False),
         stranger=_issue(folder, "stranger", "STRANGER", other, server=False),
+        expired=_issue(folder, "expired", "INSTITUTE", authority, server=True, expired=True),
     )

@@ -41,14 +41,6 @@ from tests.query_index import add_peer
 from tests.retrieve_store import Destination
 
 
-@pytest.fixture
-def collector() -> Iterator[socket.socket]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.settimeout(10)
-    yield sock
-    sock.close()
-
 
 @pytest.fixture
 def destination() -> Iterator[Destination]:

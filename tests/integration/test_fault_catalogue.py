@@ -27,6 +27,10 @@ FAULTS = "tests/integration/test_node_faults.py"
 TLS = "tests/integration/test_tls.py"
 BAD = "tests/integration/test_bad_datasets.py"
 CHARSET = "tests/integration/test_charset_abuse.py"
+AUDIT = "tests/integration/test_fault_audit.py"
+DUPLICATES = "tests/integration/test_fault_duplicates.py"
+DESTINATIONS = "tests/integration/test_fault_destinations.py"
+CLOCK = "tests/integration/test_fault_clock.py"
 
 
 class Case(NamedTuple):
@@ -36,16 +40,18 @@ class Case(NamedTuple):
 
 
 CATALOGUE: dict[str, Case] = {
-    "T01": Case("partial", (
+    "T01": Case("covered", (
         f"{RECEIVE}::test_unknown_caller_is_rejected_where_store_is_closed",
         f"{RECEIVE}::test_wrong_called_ae_title_is_rejected",
         f"{RAW}::test_an_unregistered_caller_is_rejected_and_audited",
-    ), "RJ (1,1,3) with its audit record and RJ (1,1,7) asserted; the audit record of a "
-       "called-AE mismatch is not"),
-    "T02": Case("partial", (
+        f"{AUDIT}::test_a_called_ae_mismatch_is_rejected_and_audited_as_a_security_alert",
+    ), "RJ (1,1,3) and (1,1,7), each with its audit record; the Security Alert (110113) "
+       "is asserted on the syslog copy for the called-AE mismatch"),
+    "T02": Case("covered", (
         f"{TLS}::test_required_client_certificate_refuses_none_and_strangers",
-    ), "TLS client certificate only; a registered AE title from an unregistered address "
-       "and the audit record are not tested"),
+        f"{AUDIT}::test_a_registered_ae_title_from_another_address_is_rejected_and_audited",
+    ), "the address is checked for a peer pinned to one (peer add --pin-address); a "
+       "peer's host is where the node sends, and is not checked on the way in"),
     "T03": Case("covered", (
         f"{RAW}::test_a_malformed_associate_rq_is_rejected",
         f"{RAW}::test_over_long_uids_in_items_get_an_abort_without_harm",
@@ -84,11 +90,13 @@ CATALOGUE: dict[str, Case] = {
         f"{LIMITS}::test_a_flood_past_the_association_limit_is_refused_and_the_node_recovers",
     ), "scaled down (20 connects, 40 requests, limit 4); an in-flight C-STORE during the "
        "flood is not tested (an in-flight C-ECHO is)"),
-    "T11": Case("partial", (
+    "T11": Case("covered", (
         f"{FAULTS}::test_path_as_dataset_sop_instance_uid_gets_a900_and_nothing_is_written",
         f"{LIMITS}::test_a_path_as_the_commands_instance_uid_writes_nothing",
-    ), "paths, letters and NUL padding in the dataset's and the command's UID are tested; "
-       "the 65-character UID and the audit record are not"),
+        f"{AUDIT}::test_a_65_character_uid_is_refused_writes_nothing_and_is_audited",
+    ), "paths, letters, NUL padding and 65 characters, in the dataset's and the command's "
+       "UID; the audit record asserted for the 65-character cases (an aborted request is "
+       "audited by gateway/commandcheck.py)"),
     "T12": Case("covered", (
         f"{RECEIVE}::test_dataset_uid_differing_from_the_request_gets_a900",
     )),
@@ -135,14 +143,17 @@ CATALOGUE: dict[str, Case] = {
         "::test_an_executable_preamble_is_replaced_counted_and_audited",
         "tests/integration/test_import_preamble.py::test_anonymize_writes_a_zero_preamble",
     ), "export is checked as the stored files and the anonymize command's output"),
-    "T22": Case("partial", (
+    "T22": Case("covered", (
         f"{RECEIVE}::test_the_same_instance_twice_is_stored_once",
         "tests/integration/test_ingest_batch.py"
         "::test_the_same_instance_twice_in_a_batch_is_indexed_once_and_keeps_its_file",
         "tests/integration/test_storage_index.py"
         "::test_a_study_under_another_patient_is_a_conflict_and_writes_nothing",
-    ), "(a) same bytes covered; (b) different content through the node, with quarantine "
-       "and audit, is not"),
+        f"{DUPLICATES}::test_the_same_bytes_again_are_acknowledged_and_not_forwarded_twice",
+        f"{DUPLICATES}"
+        "::test_different_content_under_a_known_uid_is_quarantined_audited_never_merged",
+    ), "policy keep-first (README, Duplicates): (b) is acknowledged (durable in the spool), "
+       "then quarantined with its reason and audited at ingest, not refused at receive"),
     "T23": Case("covered", (
         "tests/integration/test_node_find.py::test_result_cap_then_a700_and_the_association_goes_on",
         "tests/integration/test_node_find.py::test_cancel_mid_stream_ends_with_fe00_at_once",
@@ -150,10 +161,12 @@ CATALOGUE: dict[str, Case] = {
         "tests/integration/test_node_find.py::test_each_peer_sees_its_scope",
         "tests/integration/test_node_find.py::test_identifiers_are_not_logged",
     ), "the cap answers A700, one of the table's two choices"),
-    "T24": Case("partial", (
+    "T24": Case("covered", (
         "tests/integration/test_node_retrieve.py::test_unknown_move_destination_gets_a801",
         "tests/integration/test_node_retrieve.py::test_a_scoped_caller_moves_only_to_its_own_machine",
-    ), "the audit records (110104/110113) are not asserted"),
+        f"{AUDIT}::test_a_refused_move_is_audited_as_a_security_alert",
+    ), "refusals are Security Alerts (110113, Use of Restricted Function) on the syslog "
+       "copy; a completed move's 110104 is asserted by test_audit_trail.py"),
     "T25": Case("partial", (
         f"{RAW}::test_an_abort_mid_store_keeps_the_acknowledged_and_discards_the_partial",
         f"{RAW}::test_an_association_idle_mid_dataset_is_aborted_and_leaves_no_file",
@@ -173,11 +186,15 @@ CATALOGUE: dict[str, Case] = {
     "T27": Case("partial", (
         f"{FAULTS}::test_disk_full_gets_a700_keeps_nothing_and_recovers_when_space_frees",
     ), "the spool's disk; the store's disk, the alarm and forwarding meanwhile are not"),
-    "T28": Case("partial", (
+    "T28": Case("covered", (
         "tests/integration/test_ingest_batch.py"
         "::test_a_database_failure_puts_the_whole_batch_back_and_keeps_no_file",
-    ), "ingest side only; a second SQLite writer holding the lock and a stopped "
-       "PostgreSQL during C-STORE are not tested"),
+        "tests/integration/test_fault_database.py"
+        "::test_a_database_outage_loses_no_acknowledged_instance",
+    ), "to the durability contract chosen (Success once durable in the spool, the database "
+       "written by ingest after it), so no A7xx: a store during the outage is acknowledged "
+       "and indexed once the database is back; a new association gets RJ (2,3,1) after a "
+       "bounded retry of the peer table; PostgreSQL cut through a TCP proxy, not stopped"),
     "T29": Case("partial", (
         "tests/integration/test_forward_queue.py"
         "::test_failed_attempts_back_off_then_the_job_is_a_dead_letter",
@@ -185,12 +202,31 @@ CATALOGUE: dict[str, Case] = {
         "::test_a_refused_instance_fails_the_job_and_only_it_is_sent_again",
         "tests/interop/test_forward_orthanc.py"
         "::test_an_institute_that_is_down_gets_the_study_once_it_is_back",
-    ), "blackholed destinations, expired TLS certificates and the alert are not tested"),
+        f"{DESTINATIONS}::test_a_blackholed_destination_times_out_backs_off_and_holds_no_thread",
+        f"{DESTINATIONS}::test_a_destination_refusing_every_instance_is_a_dead_letter_at_once",
+        f"{DESTINATIONS}"
+        "::test_a_destination_out_of_resources_is_retried_and_gets_the_study_once_it_recovers",
+        f"{DESTINATIONS}"
+        "::test_a_destination_with_an_expired_certificate_is_retried_not_sent_in_clear",
+    ), "refused, blackholed (ACSE timeout, capped back-off, dead letter, the pending-age "
+       "alert of status), an expired TLS certificate (transient; the job's reason says the "
+       "association failed, only the log says why), A700 and C000 (dead letter with the "
+       "status, the failed-jobs alert) are tested; de-identified files are kept after "
+       "forwarding, and whether the purge of delivered results (gateway/results.py) waits "
+       "for Storage Commitment is not tested here"),
     "T30": Case("partial", (
         "tests/unit/test_schedule.py::test_the_window_follows_the_zone_and_daylight_saving",
         "tests/integration/test_forward_queue.py"
         "::test_late_instances_go_as_a_follow_up_with_only_themselves",
-    ), "no controllable clock stepping the node's wall clock (+-1 h, NTP step back)"),
+        f"{CLOCK}::test_a_step_back_of_an_hour_does_not_stop_the_clock",
+        f"{CLOCK}::test_a_schedule_window_sends_once_however_the_clock_steps",
+        f"{CLOCK}::test_a_wall_clock_step_neither_aborts_nor_holds_an_association",
+        f"{CLOCK}::test_a_step_back_does_not_hold_a_retry_for_the_length_of_the_step",
+    ), "a controllable wall clock steps +-1 h under the running node: its clock keeps "
+       "firing, a window sends once, association timers are monotonic, a retry is not held "
+       "for the length of a step back. Back-off and leases stay wall-clock times in the "
+       "database (shared by nodes, kept over restarts): a step forward brings retries early "
+       "and can expire a live lease (the receiver de-duplicates); not tested"),
 }
 
 STATUSES = {"covered", "partial", "not covered"}

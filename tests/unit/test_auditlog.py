@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import socket
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -91,14 +90,6 @@ def test_bad_targets_are_refused(url: str) -> None:
     with pytest.raises(ValueError, match="expected udp://HOST:PORT"):
         parse_target(url)
 
-
-@pytest.fixture
-def collector() -> Iterator[socket.socket]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.settimeout(5)
-    yield sock
-    sock.close()
 
 
 def test_the_sink_sends_one_datagram_per_record(collector: socket.socket) -> None:
