@@ -33,7 +33,10 @@ def test_cluster_demo_starts_three_nodes_and_ctrl_c_stops_them(
                        CLUSTER_DEMO_DATABASE_URL=db_url)
     demo = subprocess.Popen([str(SCRIPT), str(tmp_path / "demo")], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=environment,
-                            start_new_session=True)
+                            start_new_session=True,
+                            # a shell cannot trap a signal ignored when it started, and a
+                            # pytest-xdist worker ignores SIGINT: give the script Ctrl-C back
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert demo.stdout is not None
         banner = []
