@@ -45,6 +45,9 @@ from tests.corpus import make_clinic_study
 from tests.interop.conftest import free_port
 from tests.retrieve_store import Destination
 
+# fault cases that wait out timeouts and clock steps: run in CI, not in every developer run
+pytestmark = pytest.mark.slow
+
 #: where the node's periodic work reads the wall clock
 _READERS = (apscheduler.schedulers.base, apscheduler.executors.base, gateway.clock,
             gateway.forwarder, gateway.router)
@@ -145,7 +148,6 @@ def _routed_node(make_node: Callable[..., Node], tmp_path: Path, instances: int,
     return node
 
 
-@pytest.mark.slow
 def test_a_schedule_window_sends_once_however_the_clock_steps(
         make_node: Callable[..., Node], stepped: SteppedClock, ticks: list[datetime],
         destination: Destination, tmp_path: Path) -> None:

@@ -43,6 +43,9 @@ from tests.interop.conftest import free_port
 from tests.procwatch import watched
 from tests.tcpcut import CutProxy
 
+# fault cases that wait out a database outage: run in CI, not in every developer run
+pytestmark = pytest.mark.slow
+
 
 @dataclass
 class Outage:

@@ -53,6 +53,9 @@ from tests.procwatch import watched
 from tests.rawpeer import FAST
 from tests.tlscerts import PKI, make_pki
 
+# fault cases that wait out timeouts and back-offs: run in CI, not in every developer run
+pytestmark = pytest.mark.slow
+
 INSTANCES = 2
 #: the destination's retry policy: 30 s, 60 s, then capped at 100 s; the 4th failure is final
 POLICY = {"max_attempts": 4, "first_delay_seconds": 30, "backoff_multiplier": 2,

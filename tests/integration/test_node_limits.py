@@ -75,6 +75,7 @@ def _accepted_syntaxes(reply: Reply | Closed) -> dict[int, tuple[int, str | None
             for cx in reply.decoded.presentation_context}
 
 
+@pytest.mark.slow  # a flood and its recovery: run in CI, not in every developer run
 def test_a_flood_past_the_association_limit_is_refused_and_the_node_recovers(
         fast_node: Any) -> None:
     """T10: 20 bare connects, then 40 simultaneous requests with a limit of 4: at most 4

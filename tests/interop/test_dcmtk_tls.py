@@ -23,7 +23,8 @@ from tests.interop.conftest import ServedNode, free_port
 from tests.interop.test_dcmtk_store import _indexed
 from tests.tlscerts import PKI, make_pki
 
-pytestmark = pytest.mark.interop
+# DCMTK over TLS, several seconds each: run in CI, not in every developer run
+pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 

@@ -26,7 +26,8 @@ from tests.corpus import Corpus, make_clinic_study
 from tests.interop.conftest import ServedNode, free_port
 from tests.interop.orthanc import Orthanc, start_orthanc
 
-pytestmark = pytest.mark.interop
+# end to end through Orthanc, several seconds each: run in CI, not in every developer run
+pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
 FAST = {"DICOM_GATEWAY_FORWARD__POLL_SECONDS": "1",
         "DICOM_GATEWAY_FORWARD__FIRST_DELAY_SECONDS": "1",
@@ -206,7 +207,6 @@ def test_a_route_sends_ct_from_one_clinic_only(
     assert explained.exit_code == 0 and "ct-from-a" in explained.stdout
 
 
-@pytest.mark.slow
 def test_kill_9_while_forwarding_300_instances_then_restart_delivers_each_once(
     serve: Callable[..., ServedNode], orthanc: Callable[..., Orthanc],
     cli: Callable[..., Result], tmp_path: Path
