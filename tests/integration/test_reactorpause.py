@@ -129,12 +129,16 @@ def test_with_the_adapter_every_c_store_gets_its_response(scp: int, tmp_path: Pa
     assert statuses == [0x0000] * 6
 
 
-def test_a_clear_from_the_reactor_thread_or_after_the_association_does_not_wait(
-        scp: int, tmp_path: Path) -> None:
+def _associate_with_adapter(port: int) -> Association:
     ae = AE(ae_title="CLINIC")
     ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
-    assoc = ae.associate("127.0.0.1", scp, ae_title="SINK",
-                         evt_handlers=[(evt.EVT_CONN_OPEN, reactorpause.install)])
+    return ae.associate("127.0.0.1", port, ae_title="SINK",
+                        evt_handlers=[(evt.EVT_CONN_OPEN, reactorpause.install)])
+
+
+def test_a_clear_after_the_association_ended_does_not_wait(
+        scp: int, tmp_path: Path) -> None:
+    assoc = _associate_with_adapter(scp)
     assert assoc.is_established and isinstance(assoc._reactor_checkpoint,
                                                reactorpause.Checkpoint)
     files = make_ct_series(tmp_path / "ct", 2, rows=32, columns=32)
@@ -148,10 +152,7 @@ def test_a_clear_from_the_reactor_thread_or_after_the_association_does_not_wait(
 
 def test_a_hold_parks_the_reactor_once_for_many_requests_then_lets_it_run(
         scp: int, tmp_path: Path) -> None:
-    ae = AE(ae_title="CLINIC")
-    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
-    assoc = ae.associate("127.0.0.1", scp, ae_title="SINK",
-                         evt_handlers=[(evt.EVT_CONN_OPEN, reactorpause.install)])
+    assoc = _associate_with_adapter(scp)
     assert assoc.is_established
     checkpoint = assoc._reactor_checkpoint
     files = make_ct_series(tmp_path / "ct", 8, rows=32, columns=32)
