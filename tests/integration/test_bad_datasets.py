@@ -148,7 +148,9 @@ def test_an_endless_item_stream_is_aborted_at_the_cap_with_memory_flat(
         wait_until(lambda: _spool_files(node) == [], what="the partial receive removed")
         assert not list(receiving.iterdir())
         assert _indexed(node) == 0
-        assert "status=A-ABORT reason=dataset exceeds the size limit" in _refusals(node)
+        # The reactor thread queues this record for the audit writer: it lands shortly after.
+        wait_until(lambda: "status=A-ABORT reason=dataset exceeds the size limit"
+                   in _refusals(node), what="the aborted store audited")
         _then_the_next_is_stored(node, tmp_path, 6)
 
 
