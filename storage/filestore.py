@@ -156,7 +156,10 @@ class FileStore:
         name = (hashlib.sha256(key.encode("utf-8")).hexdigest()[:32] if key is not None
                 else uuid.uuid4().hex)
         folder = self.root / name[:2] / name[2:4]
-        temp = folder / f".{name}{_TEMP_SUFFIX}"
+        # the temporary name is this writer's alone: a writer of the same key killed
+        # mid-write (its temporary waits for the start-up sweep, which spares recent
+        # ones on a shared store) or still at work on another node never blocks this one
+        temp = folder / f".{name}.{uuid.uuid4().hex[:16]}{_TEMP_SUFFIX}"
         final = folder / f"{name}{_SUFFIX}"
         try:
             make_dirs(folder, _DIR_MODE, sync=sync)

@@ -128,3 +128,28 @@ def test_sweep_removes_only_temporary_files(tmp_path: Path) -> None:
     assert store.sweep_temporary() == 1
     assert not leftover.exists()
     assert store.path_of(kept.path).read_bytes() == b"keep"
+
+
+def test_a_write_under_a_key_is_not_blocked_by_another_writer_of_that_key(
+        tmp_path: Path) -> None:
+    """A writer of the same key killed mid-write (or still at work elsewhere) leaves its
+    temporary file; the next write of that key must still go through (the file's name is
+    the key's, the temporary's is the writer's own)."""
+    store = FileStore(tmp_path)
+    crashed: list[Path] = []
+
+    def killed_mid_write(handle: BinaryIO) -> None:
+        handle.write(b"half")
+        handle.flush()
+        [temp] = store.root.glob("*/*/.*.tmp")
+        os.link(temp, temp.with_name(".kept" + temp.name))  # what a kill -9 would leave
+        crashed.append(temp.with_name(".kept" + temp.name))
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        store.write(killed_mid_write, key="2.25.1|abc")
+    os.rename(crashed[0], crashed[0].with_name(crashed[0].name[len(".kept"):]))
+    stored = store.write(lambda handle: handle.write(b"whole"), key="2.25.1|abc")
+    assert store.path_of(stored.path).read_bytes() == b"whole"
+    assert len(list(store.root.glob("*/*/.*.tmp"))) == 1, "the crashed writer's leftover stays"
+    assert store.sweep_temporary() == 1
