@@ -38,9 +38,11 @@ import gc
 import logging
 import multiprocessing
 import os
+import select
 import signal
 import sys
 import threading
+import time
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
@@ -51,36 +53,48 @@ from .doorbell import Bell, Doorbell
 from .ingest import IngestReport, run_once
 from .logs import configure_logging
 
-__all__ = ["WorkerProcesses", "WorkerThreads"]
+__all__ = ["WorkerProcesses", "WorkerThreads", "die_with_parent"]
 
 logger = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15
 _IDLE_SECONDS = 1.0
 _BACKOFF_SECONDS = 5.0
 _SUPERVISE_SECONDS = 1.0
 
 
-def _die_with_parent(parent: int) -> None:
-    """Have the kernel kill this process when its parent dies (Linux); else rely on polling."""
+def die_with_parent(parent: int, name: str) -> None:
+    """Have the kernel kill this process when its parent dies (Linux); else rely on polling.
+
+    ``name`` (15 bytes at most) becomes the process's name in ``ps``, ``top`` and
+    ``/proc/PID/comm``, so that an operator tells the node's processes apart.
+    """
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            libc.prctl(_PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
         except (OSError, AttributeError):
             pass
     if os.getppid() != parent:  # the parent died before the request took effect
         os._exit(1)
 
 
-def _worker(settings: Settings, parent: int, log_level: str, doorbell: Connection) -> None:
+def _worker(settings: Settings, parent: int, log_level: str, doorbell: Connection,
+            index: int, ready: Connection) -> None:
     """A worker process's body: drain the spool, sleep until rung, until the parent hangs up."""
-    _die_with_parent(parent)
+    die_with_parent(parent, f"dg-ingest-{index}")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is for the parent
     configure_logging(0, base_level=log_level)
     bell = Bell(doorbell)
     app = build_app(settings, os.environ)
     gc.freeze()  # start-up's objects live as long as the worker (see gateway.cli.serve)
+    try:
+        os.write(ready.fileno(), b"\x01")  # started: the parent may start listening
+    except OSError:
+        pass  # a replacement: nobody waits for it
+    ready.close()
     try:
         while bell.open and os.getppid() == parent:
             bell.clear()  # before draining: a store that lands meanwhile rings the next wait
@@ -132,23 +146,39 @@ class WorkerProcesses:
         """The worker processes' ids (for tests and the status line)."""
         return [p.pid for p in self._processes if p.pid is not None]
 
-    def start(self) -> None:
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the workers and wait (at most ``timeout`` seconds) until each is up, so that
+        the node answers only once it can ingest (and no start-up competes with the first
+        stores); one that dies starting is the supervisor's to replace."""
         with self._lock:
-            self._spawn()
+            ready = self._spawn()
+        deadline = time.monotonic() + timeout
+        while ready and time.monotonic() < deadline:
+            for reader in select.select(ready, [], [], 0.5)[0]:
+                ready.remove(reader)  # a byte, or end-of-file: that worker died starting
+                reader.close()
+        for reader in ready:
+            reader.close()
         self._supervisor.start()
 
-    def _spawn(self) -> None:
+    def _spawn(self) -> list[Connection]:
+        """Start ``count`` workers; the read ends of their start-up pipes."""
         level = logging.getLevelName(logging.getLogger("gateway").getEffectiveLevel())
         self._processes = []
+        started = []
         for n in range(self._count):
             reader = self.wake.add()
+            ready, ready_writer = self._context.Pipe(duplex=False)
             process = self._context.Process(
                 target=_worker, name=f"ingest-{n}", daemon=True,
-                args=(self._app.settings, os.getpid(), str(level), reader))
+                args=(self._app.settings, os.getpid(), str(level), reader, n, ready_writer))
             process.start()
             reader.close()  # the worker has its own copy; the parent keeps only write ends
+            ready_writer.close()
             self._processes.append(process)
+            started.append(ready)
         logger.info("ingest workers=%d processes pids=%s", self._count, self.pids)
+        return started
 
     def _halt(self, timeout: float) -> None:
         """Ask every worker to stop after its current batch; kill what does not."""
@@ -175,7 +205,8 @@ class WorkerProcesses:
                 self._halt(30.0)
                 recovered = self._app.spool.recover()
                 logger.info("ingest restart spool_recovered=%d", recovered)
-                self._spawn()
+                for ready in self._spawn():
+                    ready.close()
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stopping.set()

@@ -41,14 +41,21 @@ class ServedNode:
         self.process.wait(10)
 
     def worker_pids(self) -> list[int]:
-        """The node's ingest worker processes (spawned children, not the resource tracker)."""
+        """The node's ingest worker processes (named ``dg-ingest-N`` by gateway.workers)."""
+        return self.children_named("dg-ingest-")
+
+    def receiver_pids(self) -> list[int]:
+        """The node's receiving children (``dg-receive-N``, gateway.receivers)."""
+        return self.children_named("dg-receive-")
+
+    def children_named(self, prefix: str) -> list[int]:
         found = []
         for pid in children_of(self.process.pid):
             try:
-                command = Path(f"/proc/{pid}/cmdline").read_bytes()
-            except FileNotFoundError:
+                name = Path(f"/proc/{pid}/comm").read_text().strip()
+            except (FileNotFoundError, ProcessLookupError):
                 continue
-            if b"spawn_main" in command and b"resource_tracker" not in command:
+            if name.startswith(prefix):
                 found.append(pid)
         return found
 
