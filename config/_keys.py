@@ -93,6 +93,8 @@ SPECS: dict[str, dict[str, Spec]] = {
     "listener": {
         "bind": Spec("str", "an IP address such as 127.0.0.1 or ::", check_ip_address),
         "port": Spec("int", "an integer 1-65535", lambda v: check_int_range(v, 1, 65535)),
+        "processes": Spec("int", "an integer 0-64 (0: one per CPU core)",
+                          lambda v: check_int_range(v, 0, 64)),
     },
     "tls": {
         "enabled": Spec("bool", "true or false"),

@@ -331,7 +331,8 @@ def _build(
 ) -> Settings:
     return Settings(
         node=NodeSettings(ae_title=values["node.ae_title"], uid_root=values["node.uid_root"]),
-        listener=ListenerSettings(bind=values["listener.bind"], port=values["listener.port"]),
+        listener=ListenerSettings(bind=values["listener.bind"], port=values["listener.port"],
+                                  processes=values["listener.processes"] or _cores()),
         tls=TLSSettings(
             enabled=values["tls.enabled"],
             port=values["tls.port"],
@@ -393,6 +394,11 @@ def _build(
             (name, item.source) for name, item in given.items() if item.source != _EMBEDDED
         ),
     )
+
+
+def _cores() -> int:
+    """``listener.processes = 0``: one receiving process per CPU core."""
+    return os.cpu_count() or 1
 
 
 def _default_workers() -> int:

@@ -70,6 +70,9 @@ class ListenerSettings:
 
     bind: str
     port: int
+    #: receiving processes sharing the port (``SO_REUSEPORT``, gateway.receivers); ``serve``
+    #: only: the in-process nodes of the tests and tools receive in one process
+    processes: int
 
 
 @dataclass(frozen=True, slots=True)

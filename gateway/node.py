@@ -21,8 +21,11 @@ from pynetdicom.transport import ThreadedAssociationServer
 from .app import App
 from .audittrail import AuditWriter, record_quietly
 from .clock import Clock
+from .errors import GatewayError
 from .policy import is_loopback
-from .scp import build_ae, start_listener
+from .receivers import ReceiverProcesses, receiving_dir, sweep_partial
+from .reuseport import claim_port, supported
+from .scp import build_ae, open_listeners
 from .tls import server_context
 from .workers import WorkerProcesses, WorkerThreads
 
@@ -38,12 +41,18 @@ class Node:
     processes (:mod:`gateway.workers`), so that de-identification does not
     compete with the receiver for one interpreter; otherwise they are threads
     of this process (the in-process nodes of the tests, which start faster).
+    With ``receiver_processes`` (``serve`` too) ``listener.processes`` processes
+    receive on the listener's ports (:mod:`gateway.receivers`); otherwise this
+    one alone.
     """
 
-    def __init__(self, app: App, *, worker_processes: bool = False) -> None:
+    def __init__(self, app: App, *, worker_processes: bool = False,
+                 receiver_processes: bool = False) -> None:
         self.app = app
         self.server: ThreadedAssociationServer | None = None
         self.tls_server: ThreadedAssociationServer | None = None
+        self.receivers: ReceiverProcesses | None = None
+        self._receiving = app.settings.listener.processes if receiver_processes else 1
         count = app.settings.ingest.workers
         self.clock = Clock(app)
         self.audit = AuditWriter(app)
@@ -65,10 +74,8 @@ class Node:
     def repair(self) -> None:
         """Undo what an interrupted run left behind (see the module docstring)."""
         receiving = self.receiving_dir
-        swept = 0
-        for leftover in receiving.glob("*.dcm"):
-            leftover.unlink(missing_ok=True)
-            swept += 1
+        swept = sweep_partial(receiving) + sum(
+            sweep_partial(folder) for folder in receiving.iterdir() if folder.is_dir())
         recovered = self.app.spool.recover()
         # A store shared with other nodes (PostgreSQL) may hold their writes in flight:
         # only what no writer can still be working on goes.
@@ -79,10 +86,10 @@ class Node:
 
     @property
     def receiving_dir(self) -> Path:
-        """Where pynetdicom streams datasets: on the spool's filesystem, so a rename moves them."""
-        path = self.app.spool.root / "receiving"
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        """Where pynetdicom streams datasets: on the spool's filesystem, so a rename moves them.
+
+        The node's other receiving processes have a folder each inside it."""
+        return receiving_dir(self.app)
 
     def start(self, *, own_tempdir: bool = False) -> None:
         """Repair, start the workers, then listen.
@@ -100,13 +107,23 @@ class Node:
                            settings.listener.bind)
         tls = settings.tls
         context = server_context(tls) if tls.enabled else None  # a bad file stops us here
+        count = self._receiving if supported() else 1
+        if own_tempdir:  # a taken port is one readable line, before anything starts
+            for port in ([tls.port] if context else []) + (
+                    [settings.listener.port] if context is None or tls.plain_listener else []):
+                _claim(settings.listener.bind, port)
         self.workers.start()
         self.audit.start()
-        ae = build_ae(self.app)
-        if context is not None:
-            self.tls_server = start_listener(self.app, ae, tls=context)
-        if context is None or tls.plain_listener:
-            self.server = start_listener(self.app, ae)
+        if count > 1:  # the children first: once serve answers, the node is at full size
+            receivers = ReceiverProcesses(self.app, count)
+            try:
+                receivers.start()
+            except GatewayError:
+                self.stop()  # what started already: nothing is left running
+                raise
+            self.receivers = receivers
+        ae = build_ae(self.app, receivers=count)
+        self.server, self.tls_server = open_listeners(self.app, ae, context, shared=count > 1)
         self.clock.start()
         record_quietly(self.app, "node-start", settings.node.ae_title, "success", queued=True,
                        detail=self._addresses())
@@ -125,8 +142,20 @@ class Node:
             if server is not None:
                 server.shutdown()
         self.server = self.tls_server = None
+        if self.receivers is not None:
+            self.receivers.stop()
+            self.receivers = None
         if listening:
             record_quietly(self.app, "node-stop", self.app.settings.node.ae_title, "success",
                            queued=True, detail=listening)
         self.audit.stop()  # after the listeners: every queued record is written
         self.workers.stop()
+
+
+def _claim(host: str, port: int) -> None:
+    """:func:`gateway.reuseport.claim_port`, failing as a :class:`GatewayError`."""
+    try:
+        claim_port(host, port)
+    except OSError as exc:
+        raise GatewayError(f"cannot listen on {host} port {port}: "
+                           f"{exc.strerror or exc}") from None

@@ -37,7 +37,8 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
-from typing import Any
+import threading
+from typing import Any, cast
 
 from pydicom.uid import (
     JPEG2000,
@@ -71,10 +72,12 @@ from .handlers import handle_echo, handle_store
 from .partial import cap_receive, discard_partial_receive
 from .policy import admit, record_admission, record_refusal, record_rejection
 from .retrieve import GET_SOP_CLASSES, MOVE_SOP_CLASSES, RetrieveAE, handle_get, handle_move
+from .reuseport import ReusePortServer, ReusePortTLSServer
 from .tls import client_fingerprint, start_tls_server
 
 __all__ = [
-    "FIND_TRANSFER_SYNTAXES", "TRANSFER_SYNTAXES", "build_ae", "set_tcp_nodelay", "start_listener",
+    "FIND_TRANSFER_SYNTAXES", "TRANSFER_SYNTAXES", "build_ae", "open_listeners", "set_tcp_nodelay",
+    "start_listener",
 ]
 
 logger = logging.getLogger(__name__)
@@ -103,12 +106,16 @@ TRANSFER_SYNTAXES = [
 ]
 
 
-def build_ae(app: App) -> RetrieveAE:
-    """The AE with its contexts and limits (no listener yet)."""
+def build_ae(app: App, *, receivers: int = 1) -> RetrieveAE:
+    """The AE with its contexts and limits (no listener yet).
+
+    ``receivers``: how many processes receive on the listener's port; each takes
+    its share of ``limits.max_associations`` (rounded up).
+    """
     settings = app.settings
     ae = RetrieveAE(ae_title=settings.node.ae_title)
     limits = settings.limits
-    ae.maximum_associations = limits.max_associations
+    ae.maximum_associations = -(-limits.max_associations // max(1, receivers))
     ae.acse_timeout = limits.acse_timeout
     ae.dimse_timeout = limits.dimse_timeout
     ae.network_timeout = limits.network_timeout
@@ -201,11 +208,14 @@ def _malformed(primitive: Any) -> tuple[tuple[int, int, int], str] | None:
 
 
 def start_listener(app: App, ae: RetrieveAE | None = None, *,
-                   tls: ssl.SSLContext | None = None) -> ThreadedAssociationServer:
+                   tls: ssl.SSLContext | None = None,
+                   shared: bool = False) -> ThreadedAssociationServer:
     """Start serving on ``listener.bind``:``listener.port`` (port 0 picks a free one).
 
     With ``tls`` (:func:`gateway.tls.server_context`) the listener is the DICOM
     TLS one, on ``tls.port``, its handshakes done in each association's thread.
+    With ``shared`` the port is bound with ``SO_REUSEPORT``, beside the node's
+    other receiving processes (:mod:`gateway.reuseport`, :mod:`gateway.receivers`).
     """
     ae = ae or build_ae(app)
     handlers: list[Any] = [
@@ -230,7 +240,11 @@ def start_listener(app: App, ae: RetrieveAE | None = None, *,
     server: ThreadedAssociationServer | None
     if tls is None:
         address = (settings.listener.bind, settings.listener.port)
-        server = ae.start_server(address, block=False, evt_handlers=handlers, contexts=contexts)
+        if shared:
+            server = _serve_shared(ae, address, handlers, contexts)
+        else:
+            server = ae.start_server(address, block=False, evt_handlers=handlers,
+                                     contexts=contexts)
     else:
         address = (settings.listener.bind, settings.tls.port)
         def audit_refusal(peer: str, reason: str) -> None:  # RELIABILITY.md T02, T09
@@ -238,10 +252,34 @@ def start_listener(app: App, ae: RetrieveAE | None = None, *,
                            detail=f"address={peer} reason={reason}")
 
         server = start_tls_server(ae, address, handlers, contexts, tls,
-                                  settings.tls.handshake_timeout, audit_refusal)
+                                  settings.tls.handshake_timeout, audit_refusal,
+                                  ReusePortTLSServer if shared else None)
     if server is None:  # only a blocking server returns None
         raise RuntimeError("the listener did not start")
     host, port = server.server_address[:2]
     logger.info("listening ae_title=%s address=%s:%s%s", settings.node.ae_title, host, port,
                 " tls=bcp195" if tls is not None else "")
+    return server
+
+
+def open_listeners(app: App, ae: RetrieveAE, context: ssl.SSLContext | None, *,
+                   shared: bool = False,
+                   ) -> tuple[ThreadedAssociationServer | None, ThreadedAssociationServer | None]:
+    """The node's listeners, plain and TLS: the TLS one when ``context`` is given, the
+    plain one unless TLS is on without ``tls.plain_listener``. TLS starts first."""
+    tls = start_listener(app, ae, tls=context, shared=shared) if context else None
+    plain = None
+    if context is None or app.settings.tls.plain_listener:
+        plain = start_listener(app, ae, shared=shared)
+    return plain, tls
+
+
+def _serve_shared(ae: RetrieveAE, address: tuple[str, int], handlers: list[Any],
+                  contexts: Any) -> ThreadedAssociationServer:
+    """What ``AE.start_server(block=False)`` does, with :class:`ReusePortServer`."""
+    server = cast(ThreadedAssociationServer, ae.make_server(
+        address, contexts=contexts, evt_handlers=handlers, server_class=ReusePortServer))
+    threading.Thread(target=server.serve_forever, name="AcceptorServer-shared",
+                     daemon=True).start()
+    ae._servers.append(server)  # as start_server does: shutdown() removes it again
     return server

@@ -202,11 +202,13 @@ def start_tls_server(ae: AE, address: tuple[str, int], handlers: list[Any],
                      contexts: list[Any], context: ssl.SSLContext,
                      handshake_timeout: float,
                      on_refusal: Callable[[str, str], None] | None = None,
+                     server_class: type[TLSAssociationServer] | None = None,
                      ) -> TLSAssociationServer:
-    """Start a non-blocking :class:`TLSAssociationServer` (what ``AE.start_server`` does)."""
+    """Start a non-blocking :class:`TLSAssociationServer` (what ``AE.start_server`` does),
+    or the subclass ``server_class``."""
     server = cast(TLSAssociationServer, ae.make_server(
         address, contexts=contexts, ssl_context=context, evt_handlers=handlers,
-        server_class=TLSAssociationServer))
+        server_class=server_class or TLSAssociationServer))
     server.handshake_timeout = handshake_timeout
     server.on_refusal = on_refusal
     thread = threading.Thread(target=server.serve_forever, name="AcceptorServer-TLS",

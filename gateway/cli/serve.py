@@ -56,7 +56,7 @@ def serve(app: AppContext, port: int | None, ae_title: str | None, bind: str | N
     settings = app.settings
     configure_logging(app.verbosity, base_level=settings.logging.level)
     logger.info("config %s", json.dumps(settings.to_dict(redact=True), sort_keys=True))
-    node = Node(build_app(settings, os.environ), worker_processes=True)
+    node = Node(build_app(settings, os.environ), worker_processes=True, receiver_processes=True)
     stopping = threading.Event()
 
     def stop(signum: int, frame: FrameType | None) -> None:

@@ -152,7 +152,9 @@ def test_config_show_json_is_one_document(workdir: Path) -> None:
     assert list(data) == ["node", "listener", "tls", "storage", "database", "anonymizer", "limits",
                           "policy", "ingest", "query", "forward", "audit", "status", "logging"]
     assert data["node"] == {"ae_title": "GATEWAY", "uid_root": "1.2.826.0.1.3680043.8.498."}
-    assert data["listener"] == {"bind": "127.0.0.1", "port": 11113}
+    # processes = 0 (the default) shows as what it resolves to: one per core
+    assert data["listener"] == {"bind": "127.0.0.1", "port": 11113,
+                                "processes": os.cpu_count() or 1}
     assert data["storage"] == {"data_dir": str(workdir / "var"),
                                "spool_dir": str(workdir / "var" / "spool")}
     assert data["database"]["url"] == "postgresql+psycopg://gw:***@db/gateway"

@@ -423,8 +423,8 @@ def test_unknown_key_and_section_in_file(workdir: Path, write_toml: Callable[...
     problems = problems_of(path)
 
     assert problems == (
-        f"listener.prot: unknown key (did you mean listener.port?); [listener] has bind, port "
-        f"(from {path})",
+        f"listener.prot: unknown key (did you mean listener.port?); [listener] has bind, port, "
+        f"processes (from {path})",
         f"listner: unknown section (did you mean listener?); the sections are node, listener, "
         f"tls, storage, database, anonymizer, limits, policy, ingest, query, forward, audit, "
         f"status, logging (from {path})",

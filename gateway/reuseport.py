@@ -1,0 +1,65 @@
+"""Listening sockets that several receiving processes share (``SO_REUSEPORT``).
+
+pynetdicom decodes every PDU and message in Python, so one process receives on
+one core however many clinics send at once. With ``listener.processes`` above
+one, ``serve`` runs that many processes that each bind the listener's port
+with ``SO_REUSEPORT`` (Linux 3.9, the BSDs): the kernel hashes each incoming
+connection to one of the bound sockets, and each association then lives
+entirely in the process that accepted it. Nothing else is shared between them
+but the spool and the database (:mod:`gateway.receivers`).
+
+The option has one hazard: any later socket of the same user that also sets
+it joins the group and silently takes a share of the connections (a second
+``serve`` started by mistake on the same port, say). :func:`claim_port`
+therefore first binds the port without the option, which fails with "address
+already in use" when anything listens there, exactly as a single-process node
+would.
+
+Written for pynetdicom 3.0: ``AssociationServer.server_bind`` sets
+``SO_REUSEADDR`` and binds; the subclasses set ``SO_REUSEPORT`` first.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from pynetdicom.transport import ThreadedAssociationServer
+
+from .tls import TLSAssociationServer
+
+__all__ = ["ReusePortServer", "ReusePortTLSServer", "claim_port", "supported"]
+
+
+def supported() -> bool:
+    """Whether this platform has ``SO_REUSEPORT``."""
+    return hasattr(socket, "SO_REUSEPORT")
+
+
+def claim_port(host: str, port: int) -> None:
+    """Fail with ``OSError`` (EADDRINUSE) when something already listens on ``host:port``.
+
+    The probe binds without ``SO_REUSEPORT`` and closes again at once (see the
+    module docstring); ``SO_REUSEADDR`` is set as pynetdicom sets it, so a port
+    left in TIME_WAIT by a stopped node is free.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+
+
+class _ReusePort:
+    """Sets ``SO_REUSEPORT`` before pynetdicom's ``server_bind`` binds."""
+
+    def server_bind(self) -> None:
+        listening: socket.socket = getattr(self, "socket")
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()  # type: ignore[misc]
+
+
+class ReusePortServer(_ReusePort, ThreadedAssociationServer):
+    """pynetdicom's threaded server on a port shared with the node's other receivers."""
+
+
+class ReusePortTLSServer(_ReusePort, TLSAssociationServer):
+    """The DICOM TLS server (:class:`gateway.tls.TLSAssociationServer`) on a shared port."""
