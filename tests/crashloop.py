@@ -256,6 +256,7 @@ def run_crashloop(work: Path, *, kills: int, seed: int, database_url: str | None
                   max_delay: float = 15.0, senders: int = 1, per_study: int = 10,
                   pause: float = 3.0,
                   settle_timeout: float = 300.0,
+                  environment: dict[str, str] | None = None,
                   progress: Callable[[str], None] | None = None) -> LoopResult:
     """Kill and restart a served node ``kills`` times while storescu sends; check I1 and T26.
 
@@ -272,11 +273,13 @@ def run_crashloop(work: Path, *, kills: int, seed: int, database_url: str | None
     max_delay : float
         Each kill comes ``uniform(0, max_delay)`` seconds after the node logged its
         configuration.
+    environment : dict, optional
+        More ``DICOM_GATEWAY_*`` settings for the node (``listener.processes``, say).
     """
     work.mkdir(parents=True, exist_ok=True)
     url = database_url or f"sqlite:///{(work / 'gateway.sqlite3').as_posix()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("DICOM_GATEWAY_")}
-    env.update({"DICOM_GATEWAY_HMAC_KEY": TEST_KEY_HEX, **NODE_ENV})
+    env.update({"DICOM_GATEWAY_HMAC_KEY": TEST_KEY_HEX, **NODE_ENV, **(environment or {})})
     node = _Node(work, free_port(), url, env)
     sink, sink_port, sink_folder = _sink(work)
     result = LoopResult()

@@ -32,3 +32,19 @@ def test_kill_9_at_random_moments_loses_no_acknowledged_instance_and_doubles_non
     assert result.acknowledged_indexed == result.acknowledged, report
     assert result.forwarded == result.indexed >= result.acknowledged, report
     assert result.duplicates == 0, report
+
+
+def test_kill_9_under_four_senders_over_several_receiving_processes_loses_nothing(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Issue line: kill -9 during a four-sender load loses no acknowledged instance, with
+    the connections spread over two receiving processes (gateway.receivers), which die
+    with the node and whose partial receives the restart sweeps."""
+    result = run_crashloop(tmp_path / "loop", kills=5, seed=7, database_url=db_url, senders=4,
+                           environment={"DICOM_GATEWAY_LISTENER__PROCESSES": "2"})
+    report = "\n".join(result.lines())
+    assert not result.violations, report
+    assert result.kills == 5, report
+    assert result.acknowledged >= 40, f"the senders hardly got through: {report}"
+    assert result.acknowledged_indexed == result.acknowledged, report
+    assert result.duplicates == 0, report
