@@ -100,9 +100,10 @@ CATALOGUE: dict[str, Case] = {
     "T12": Case("covered", (
         f"{RECEIVE}::test_dataset_uid_differing_from_the_request_gets_a900",
     )),
-    "T13": Case("partial", (
+    "T13": Case("covered", (
         f"{RECEIVE}::test_truncated_dataset_gets_c000_and_nothing_is_kept",
-    ), "an element cut short; a last-fragment flag arriving early is not tested"),
+        f"{RAW}::test_a_last_fragment_flag_arriving_early_gets_c000_and_keeps_nothing",
+    ), "an element cut short, and a data set ended early by its last-fragment flag"),
     "T14": Case("covered", (
         f"{BAD}::test_a_huge_defined_length_in_a_small_dataset_gets_c000",
         f"{BAD}::test_an_item_stream_without_its_delimiter_gets_c000",
@@ -169,9 +170,10 @@ CATALOGUE: dict[str, Case] = {
        "copy; a completed move's 110104 is asserted by test_audit_trail.py"),
     "T25": Case("partial", (
         f"{RAW}::test_an_abort_mid_store_keeps_the_acknowledged_and_discards_the_partial",
+        f"{RAW}::test_a_tcp_reset_mid_store_keeps_the_acknowledged_and_discards_the_partial",
         f"{RAW}::test_an_association_idle_mid_dataset_is_aborted_and_leaves_no_file",
-    ), "A-ABORT mid-C-STORE; a TCP RST and the forwarding of the acknowledged instances "
-       "are not tested"),
+    ), "A-ABORT and TCP RST mid-C-STORE; the forwarding of the acknowledged instances "
+       "after the cut is not tested"),
     "T26": Case("partial", (
         "tests/interop/test_crash.py::test_kill_9_while_receiving_loses_no_acknowledged_instance",
         "tests/interop/test_forward_orthanc.py"

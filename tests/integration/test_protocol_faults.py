@@ -356,6 +356,63 @@ def test_an_abort_mid_store_keeps_the_acknowledged_and_discards_the_partial(
     recovered(fast_node)
 
 
+def test_a_tcp_reset_mid_store_keeps_the_acknowledged_and_discards_the_partial(
+        fast_node: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """T25 with a TCP RST instead of an A-ABORT (the sender's machine lost power, a
+    firewall cut the flow): the acknowledged two are indexed, the partial third is gone."""
+    import socket
+    import struct
+    import tempfile
+
+    receiving = fast_node.receiving_dir
+    monkeypatch.setattr(tempfile, "tempdir", str(receiving))
+    first, second, third = _stores(tmp_path, 3)
+    with RawPeer(fast_node.port) as peer:
+        peer.send(associate_rq(((1, CT_IMAGE, (IMPLICIT_LE,)),)))
+        assert getattr(peer.receive(), "context_results", None) == {1: 0}
+        for request in (first, second):
+            peer.send(*request)
+            assert dimse_status(peer.receive()) == 0x0000
+        peer.send(*third[:3])
+        wait_until(lambda: any(receiving.iterdir()), timeout=5, what="a partial receive")
+        # linger on, timeout 0: close() sends RST instead of FIN
+        peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    wait_until(lambda: not any(receiving.iterdir()), timeout=10, what="the partial file removed")
+    wait_until(lambda: _indexed(fast_node) == 2 and fast_node.app.spool.depth() == 0,
+               timeout=20, what="the two acknowledged instances indexed")
+    recovered(fast_node)
+
+
+def test_a_last_fragment_flag_arriving_early_gets_c000_and_keeps_nothing(
+        fast_node: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """T13: a data set fragment in the middle flagged as the last (PS3.8 E.2 message control
+    header 0x02): the data set ends there, cut inside its Pixel Data; 0xC000, no file, no
+    row, and the association goes on."""
+    import tempfile
+
+    receiving = fast_node.receiving_dir
+    monkeypatch.setattr(tempfile, "tempdir", str(receiving))
+    request = _partial_store(tmp_path)
+    # each PDU: 6-byte PDU header, 4-byte PDV length, context ID, message control header
+    headers = [chunk[11] for chunk in request]
+    assert headers[0] & 0x01 and headers[-1] == 0x02, headers  # command first, data last
+    data = [n for n, header in enumerate(headers) if not header & 0x01]
+    cut = data[len(data) // 2]
+    early = bytearray(request[cut])
+    early[11] = 0x02
+    with RawPeer(fast_node.port) as peer:
+        peer.send(associate_rq(((1, CT_IMAGE, (IMPLICIT_LE,)),)))
+        assert getattr(peer.receive(), "context_results", None) == {1: 0}
+        peer.send(*request[:cut], bytes(early))
+        assert dimse_status(peer.receive()) == 0xC000
+        peer.send(*_stores(tmp_path / "next", 1)[0])  # the association still serves
+        assert dimse_status(peer.receive()) == 0x0000
+    wait_until(lambda: _indexed(fast_node) == 1 and fast_node.app.spool.depth() == 0,
+               timeout=20, what="only the whole instance indexed")
+    assert not any(receiving.iterdir())
+    recovered(fast_node)
+
+
 # -- one normal association keeps working while a bad one waits ---------------------------
 
 def test_a_stalled_peer_does_not_stall_others(fast_node: Any) -> None:
