@@ -27,7 +27,13 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from .tls import TLSAssociationServer
 
-__all__ = ["ReusePortServer", "ReusePortTLSServer", "claim_port", "supported"]
+__all__ = ["BACKLOG", "ListenerServer", "ReusePortServer", "ReusePortTLSServer", "claim_port",
+           "supported"]
+
+#: connections the kernel queues before the server accepts them (``listen(2)``'s backlog).
+#: socketserver's default of 5 makes a burst of clinics connecting at once wait for SYN
+#: retransmissions (a second or more each); the kernel caps it at ``net.core.somaxconn``.
+BACKLOG = 128
 
 
 def supported() -> bool:
@@ -57,8 +63,14 @@ class _ReusePort:
         super().server_bind()  # type: ignore[misc]
 
 
-class ReusePortServer(_ReusePort, ThreadedAssociationServer):
-    """pynetdicom's threaded server on a port shared with the node's other receivers."""
+class ListenerServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server with a listen backlog of :data:`BACKLOG`."""
+
+    request_queue_size = BACKLOG
+
+
+class ReusePortServer(_ReusePort, ListenerServer):
+    """The node's listener on a port shared with its other receiving processes."""
 
 
 class ReusePortTLSServer(_ReusePort, TLSAssociationServer):

@@ -72,7 +72,7 @@ from .handlers import handle_echo, handle_store
 from .partial import cap_receive, discard_partial_receive
 from .policy import admit, record_admission, record_refusal, record_rejection
 from .retrieve import GET_SOP_CLASSES, MOVE_SOP_CLASSES, RetrieveAE, handle_get, handle_move
-from .reuseport import ReusePortServer, ReusePortTLSServer
+from .reuseport import ListenerServer, ReusePortServer, ReusePortTLSServer
 from .tls import client_fingerprint, start_tls_server
 
 __all__ = [
@@ -240,11 +240,8 @@ def start_listener(app: App, ae: RetrieveAE | None = None, *,
     server: ThreadedAssociationServer | None
     if tls is None:
         address = (settings.listener.bind, settings.listener.port)
-        if shared:
-            server = _serve_shared(ae, address, handlers, contexts)
-        else:
-            server = ae.start_server(address, block=False, evt_handlers=handlers,
-                                     contexts=contexts)
+        server = _serve(ae, address, handlers, contexts,
+                        ReusePortServer if shared else ListenerServer)
     else:
         address = (settings.listener.bind, settings.tls.port)
         def audit_refusal(peer: str, reason: str) -> None:  # RELIABILITY.md T02, T09
@@ -274,12 +271,13 @@ def open_listeners(app: App, ae: RetrieveAE, context: ssl.SSLContext | None, *,
     return plain, tls
 
 
-def _serve_shared(ae: RetrieveAE, address: tuple[str, int], handlers: list[Any],
-                  contexts: Any) -> ThreadedAssociationServer:
-    """What ``AE.start_server(block=False)`` does, with :class:`ReusePortServer`."""
+def _serve(ae: RetrieveAE, address: tuple[str, int], handlers: list[Any], contexts: Any,
+           server_class: type[ThreadedAssociationServer]) -> ThreadedAssociationServer:
+    """What ``AE.start_server(block=False)`` does, with our ``server_class``
+    (:mod:`gateway.reuseport`: the listen backlog, a shared port)."""
     server = cast(ThreadedAssociationServer, ae.make_server(
-        address, contexts=contexts, evt_handlers=handlers, server_class=ReusePortServer))
-    threading.Thread(target=server.serve_forever, name="AcceptorServer-shared",
+        address, contexts=contexts, evt_handlers=handlers, server_class=server_class))
+    threading.Thread(target=server.serve_forever, name="AcceptorServer",
                      daemon=True).start()
     ae._servers.append(server)  # as start_server does: shutdown() removes it again
     return server

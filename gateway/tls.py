@@ -167,6 +167,7 @@ class TLSAssociationServer(ThreadedAssociationServer):
     """
 
     handshake_timeout: float = 10.0
+    request_queue_size = 128  # listen backlog, as gateway.reuseport.BACKLOG
     #: called with (address, reason) for each refused handshake (the node audits it)
     on_refusal: Callable[[str, str], None] | None = None
 

@@ -17,6 +17,7 @@ T18, T19), driven by the raw peer (tests/rawpeer.py).
 from __future__ import annotations
 
 import socket
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,8 @@ from pynetdicom import _config as pynetdicom_config
 from pynetdicom.dsutils import encode
 from pynetdicom.pdu import A_ASSOCIATE_AC
 
-from tests.conftest import wait_until
+from gateway.reuseport import BACKLOG
+from tests.conftest import require_tool, wait_until
 from tests.corpus import make_clinic_study
 from tests.rawpeer import (
     FAST,
@@ -118,6 +120,17 @@ def test_a_flood_past_the_association_limit_is_refused_and_the_node_recovers(
     assert any(isinstance(r, Reply) for r in refused), "no A-ASSOCIATE-RJ at all"
     recovered(fast_node)
     assert rss_kib() - rss_before < 64 * 1024, "RSS grew by more than 64 MiB"
+
+
+def test_the_listener_queues_a_burst_of_connections(make_node: Callable[..., Any]) -> None:
+    """The listen backlog is gateway.reuseport.BACKLOG, not socketserver's 5: a burst of
+    connections waits in the kernel's queue instead of in SYN retransmissions. Read with
+    ``ss``, whose Send-Q column for a listening socket is its backlog."""
+    node = make_node()
+    ss = require_tool("ss", "iproute2")
+    listed = subprocess.run([ss, "-Hltn", f"sport = :{node.port}"], capture_output=True,
+                            text=True, check=True).stdout.split()
+    assert listed[0] == "LISTEN" and listed[2] == str(BACKLOG), listed
 
 
 def test_deflated_transfer_syntax_is_refused_per_context(fast_node: Any) -> None:
