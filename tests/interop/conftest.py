@@ -107,7 +107,13 @@ def serve(tmp_path: Path, db_url: str) -> Iterator[Callable[..., ServedNode]]:
 
     def start(data_dir: Path | None = None, port: int | None = None, wait: bool = True,
               **env: str) -> ServedNode:
-        """Start a node; with ``wait=False`` return at once (then call ``wait_served``)."""
+        """Start a node; with ``wait=False`` return at once (then call ``wait_served``).
+
+        One receiving process unless ``env`` asks for more: spreading connections is
+        test_receivers.py's subject, and on a two-core machine each further process costs
+        about 1.7 s of CPU to start, in every test that starts a node.
+        """
+        env = {"DICOM_GATEWAY_LISTENER__PROCESSES": "1", **env}
         port = port or free_port()
         data_dir = data_dir or tmp_path / "var"
         log = tmp_path / f"serve-{len(processes)}.log"

@@ -35,7 +35,9 @@ def _tls_node(serve: Callable[..., ServedNode], pki: PKI, require: bool) -> tupl
                  DICOM_GATEWAY_TLS__CERTIFICATE=str(pki.server.certificate),
                  DICOM_GATEWAY_TLS__PRIVATE_KEY=str(pki.server.private_key),
                  DICOM_GATEWAY_TLS__CA_CERTIFICATES=str(pki.ca),
-                 DICOM_GATEWAY_TLS__REQUIRE_CLIENT_CERTIFICATE="true" if require else "false")
+                 DICOM_GATEWAY_TLS__REQUIRE_CLIENT_CERTIFICATE="true" if require else "false",
+                 # both listeners on ports shared by two receiving processes (gateway.receivers)
+                 DICOM_GATEWAY_LISTENER__PROCESSES="2")
     return node, port
 
 

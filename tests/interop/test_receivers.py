@@ -27,7 +27,7 @@ from tests.conftest import require_tool, wait_until
 from tests.corpus import make_clinic_study
 from tests.interop.conftest import ServedNode, is_alive
 
-pytestmark = [pytest.mark.interop]
+pytestmark = [pytest.mark.interop, pytest.mark.slow]  # several serve starts each: CI
 
 PROCESSES = {"DICOM_GATEWAY_LISTENER__PROCESSES": "3"}
 
