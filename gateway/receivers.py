@@ -156,11 +156,9 @@ class ReceiverProcesses:
     def __init__(self, app: App, count: int) -> None:
         self._app = app
         self._count = count
-        self._settings = app.settings
         self._context = multiprocessing.get_context("spawn")
         self._children: dict[int, tuple[BaseProcess, Connection]] = {}
         self._rings: list[Connection] = []
-        self._heard: dict[Connection, int] = {}  # rings counted while starting
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._threads = [threading.Thread(target=self._relay, name="receiver-relay", daemon=True),
@@ -179,11 +177,12 @@ class ReceiverProcesses:
             for index in range(1, self._count):
                 self._spawn(index, go=False)
         deadline = time.monotonic() + timeout
-        ready = self._await_rings(1, deadline)  # each built (the slow part: imports)
+        heard: dict[Connection, int] = {}  # rings counted per child while starting
+        ready = self._await_rings(heard, 1, deadline)  # each built (the slow part: imports)
         if ready:
             for _, stop_writer in self._children.values():  # then all listen at once
                 os.write(stop_writer.fileno(), _RING)
-            ready = self._await_rings(2, deadline)
+            ready = self._await_rings(heard, 2, deadline)
         if not ready:
             self.stop()
             raise GatewayError(f"the {self._count - 1} receiving processes did not all start "
@@ -192,10 +191,9 @@ class ReceiverProcesses:
         for thread in self._threads:
             thread.start()
 
-    def _await_rings(self, count: int, deadline: float) -> bool:
-        """Wait until every child rang ``count`` times in all; ``False`` if one died or
-        the deadline passed."""
-        heard = self._heard
+    def _await_rings(self, heard: dict[Connection, int], count: int, deadline: float) -> bool:
+        """Wait until every child rang ``count`` times in all (counted in ``heard``);
+        ``False`` if one died or the deadline passed."""
         while any(heard.get(ring, 0) < count for ring in self._rings):
             if time.monotonic() > deadline or any(
                     not process.is_alive() for process, _ in self._children.values()):
@@ -213,7 +211,7 @@ class ReceiverProcesses:
         ring_reader, ring_writer = self._context.Pipe(duplex=False)
         process = self._context.Process(
             target=_receiver, name=f"receiver-{index}", daemon=True,
-            args=(self._settings, os.getpid(), str(level), index, self._count, stop_reader,
+            args=(self._app.settings, os.getpid(), str(level), index, self._count, stop_reader,
                   ring_writer))
         process.start()
         stop_reader.close()  # the child has its own copies

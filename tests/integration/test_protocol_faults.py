@@ -331,16 +331,16 @@ def test_an_association_idle_mid_dataset_is_aborted_and_leaves_no_file(
     recovered(fast_node)
 
 
-def test_an_abort_mid_store_keeps_the_acknowledged_and_discards_the_partial(
-        fast_node: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """T25: two C-STOREs answered 0x0000, then an A-ABORT halfway through the third: the
-    two are indexed (I1, I2), the third leaves no file and is not indexed."""
+def _cut_mid_store(node: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+                   cut: Callable[[RawPeer], None]) -> None:
+    """T25: two C-STOREs answered 0x0000, then ``cut`` halfway through the third: the two
+    are indexed (I1, I2), the third leaves no file and is not indexed."""
     import tempfile
 
-    receiving = fast_node.receiving_dir
+    receiving = node.receiving_dir
     monkeypatch.setattr(tempfile, "tempdir", str(receiving))
     first, second, third = _stores(tmp_path, 3)
-    with RawPeer(fast_node.port) as peer:
+    with RawPeer(node.port) as peer:
         peer.send(associate_rq(((1, CT_IMAGE, (IMPLICIT_LE,)),)))
         assert getattr(peer.receive(), "context_results", None) == {1: 0}
         for request in (first, second):
@@ -348,39 +348,34 @@ def test_an_abort_mid_store_keeps_the_acknowledged_and_discards_the_partial(
             assert dimse_status(peer.receive()) == 0x0000
         peer.send(*third[:3])
         wait_until(lambda: any(receiving.iterdir()), timeout=5, what="a partial receive")
+        cut(peer)
+    wait_until(lambda: not any(receiving.iterdir()), timeout=10, what="the partial file removed")
+    wait_until(lambda: _indexed(node) == 2 and node.app.spool.depth() == 0,
+               timeout=20, what="the two acknowledged instances indexed")
+    recovered(node)
+
+
+def test_an_abort_mid_store_keeps_the_acknowledged_and_discards_the_partial(
+        fast_node: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    def aborted(peer: RawPeer) -> None:
         peer.send(abort(0, 0))
         assert closed_within(peer, 5) == []
-    wait_until(lambda: not any(receiving.iterdir()), timeout=5, what="the partial file removed")
-    wait_until(lambda: _indexed(fast_node) == 2 and fast_node.app.spool.depth() == 0,
-               timeout=20, what="the two acknowledged instances indexed")
-    recovered(fast_node)
+
+    _cut_mid_store(fast_node, tmp_path, monkeypatch, aborted)
 
 
 def test_a_tcp_reset_mid_store_keeps_the_acknowledged_and_discards_the_partial(
         fast_node: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """T25 with a TCP RST instead of an A-ABORT (the sender's machine lost power, a
-    firewall cut the flow): the acknowledged two are indexed, the partial third is gone."""
+    """With a TCP RST instead of an A-ABORT (the sender's machine lost power, a firewall
+    cut the flow)."""
     import socket
     import struct
-    import tempfile
 
-    receiving = fast_node.receiving_dir
-    monkeypatch.setattr(tempfile, "tempdir", str(receiving))
-    first, second, third = _stores(tmp_path, 3)
-    with RawPeer(fast_node.port) as peer:
-        peer.send(associate_rq(((1, CT_IMAGE, (IMPLICIT_LE,)),)))
-        assert getattr(peer.receive(), "context_results", None) == {1: 0}
-        for request in (first, second):
-            peer.send(*request)
-            assert dimse_status(peer.receive()) == 0x0000
-        peer.send(*third[:3])
-        wait_until(lambda: any(receiving.iterdir()), timeout=5, what="a partial receive")
-        # linger on, timeout 0: close() sends RST instead of FIN
+    def reset(peer: RawPeer) -> None:  # linger on, timeout 0: close() sends RST, not FIN
         peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    wait_until(lambda: not any(receiving.iterdir()), timeout=10, what="the partial file removed")
-    wait_until(lambda: _indexed(fast_node) == 2 and fast_node.app.spool.depth() == 0,
-               timeout=20, what="the two acknowledged instances indexed")
-    recovered(fast_node)
+        peer.close()
+
+    _cut_mid_store(fast_node, tmp_path, monkeypatch, reset)
 
 
 def test_a_last_fragment_flag_arriving_early_gets_c000_and_keeps_nothing(

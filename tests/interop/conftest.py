@@ -14,7 +14,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import pytest
+from sqlalchemy import func, select
 
+from storage.db import make_engine, session_scope
+from storage.models import Instance
 from tests.conftest import TEST_KEY_HEX, require_tool
 from tests.interop.orthanc import Orthanc, start_orthanc
 
@@ -71,6 +74,16 @@ def children_of(parent: int) -> list[int]:
         if int(fields[1]) == parent and fields[0] != "Z":
             found.append(int(stat.parent.name))
     return found
+
+
+def indexed_count(url: str) -> int:
+    """How many instances the node's index holds (read through an engine of its own)."""
+    engine = make_engine(url)
+    try:
+        with session_scope(engine) as session:
+            return int(session.scalar(select(func.count()).select_from(Instance)) or 0)
+    finally:
+        engine.dispose()
 
 
 def is_alive(pid: int) -> bool:

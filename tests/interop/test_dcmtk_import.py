@@ -11,12 +11,10 @@ from pathlib import Path
 import pytest
 from click.testing import Result
 from pydicom import dcmread
-from sqlalchemy import func, select
 
-from storage.db import make_engine, session_scope
-from storage.models import Instance
 from tests.conftest import require_tool
 from tests.corpus import make_clinic_study
+from tests.interop.conftest import indexed_count
 
 pytestmark = pytest.mark.interop
 
@@ -44,15 +42,6 @@ def _referenced(media: Path) -> int:
                if "ReferencedFileID" in record and record.DirectoryRecordType == "IMAGE")
 
 
-def _indexed(url: str) -> int:
-    engine = make_engine(url)
-    try:
-        with session_scope(engine) as session:
-            return int(session.scalar(select(func.count()).select_from(Instance)) or 0)
-    finally:
-        engine.dispose()
-
-
 def test_import_of_a_dcmmkdir_media_tree_indexes_every_referenced_instance_once(
     cli: Callable[..., Result], tmp_path: Path, db_url: str
 ) -> None:
@@ -68,7 +57,7 @@ def test_import_of_a_dcmmkdir_media_tree_indexes_every_referenced_instance_once(
     assert summary["not_dicom"] == 1 and summary["dicomdir_skipped"] == 1
     assert summary["refused"] == 0 and summary["queued"] == 0
     assert summary["calling_ae_title"] == "IMPORT"
-    assert _indexed(db_url) == count
+    assert indexed_count(db_url) == count
     assert "importing" in first.stderr  # the progress bar is on stderr
 
     second = cli("import", str(media), "--json", **env)
@@ -76,5 +65,5 @@ def test_import_of_a_dcmmkdir_media_tree_indexes_every_referenced_instance_once(
     again = json.loads(second.stdout)
     assert again["imported"] == 0
     assert again["already_present"] == count
-    assert _indexed(db_url) == count
+    assert indexed_count(db_url) == count
     assert not list((tmp_path / "var" / "spool" / "incoming").iterdir())

@@ -9,26 +9,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
 
-from storage.db import make_engine, session_scope
-from storage.models import Instance
 from tests.conftest import require_tool, wait_until
 from tests.corpus import make_clinic_study
-from tests.interop.conftest import ServedNode
+from tests.interop.conftest import ServedNode, indexed_count
 
 pytestmark = pytest.mark.interop
 
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
-
-
-def _indexed(url: str) -> int:
-    engine = make_engine(url)
-    try:
-        with session_scope(engine) as session:
-            return int(session.scalar(select(func.count()).select_from(Instance)) or 0)
-    finally:
-        engine.dispose()
 
 
 def test_echoscu(serve: Callable[..., ServedNode]) -> None:
@@ -55,7 +43,7 @@ def test_storescu_study_of_three_series_is_acknowledged_indexed_and_de_identifie
     assert run.returncode == 0, output[-3000:]
     statuses = re.findall(r"Received Store Response \((\w+)\)", output)
     assert statuses == ["Success"] * 63, output[-3000:]
-    wait_until(lambda: _indexed(node.database_url) == 63, timeout=120, what="63 indexed")
+    wait_until(lambda: indexed_count(node.database_url) == 63, timeout=120, what="63 indexed")
     stored = sorted((node.data_dir / "store").rglob("*.dcm"))
     assert len(stored) == 63
     for path in stored:

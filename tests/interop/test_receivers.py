@@ -19,26 +19,14 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 from pynetdicom import AE
-from sqlalchemy import func, select
 
-from storage.db import make_engine, session_scope
-from storage.models import Instance
 from tests.conftest import require_tool, wait_until
 from tests.corpus import make_clinic_study
-from tests.interop.conftest import ServedNode, is_alive
+from tests.interop.conftest import ServedNode, indexed_count, is_alive
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]  # several serve starts each: CI
 
 PROCESSES = {"DICOM_GATEWAY_LISTENER__PROCESSES": "3"}
-
-
-def _indexed(url: str) -> int:
-    engine = make_engine(url)
-    try:
-        with session_scope(engine) as session:
-            return int(session.scalar(select(func.count()).select_from(Instance)) or 0)
-    finally:
-        engine.dispose()
 
 
 def _socket_owners(port: int) -> dict[int, int]:
@@ -103,7 +91,7 @@ def test_associations_are_spread_over_the_receiving_processes(
     finally:
         for assoc in associations:
             assoc.release()
-    wait_until(lambda: _indexed(node.database_url) == 16, timeout=60,
+    wait_until(lambda: indexed_count(node.database_url) == 16, timeout=60,
                what="all 16 instances indexed, whichever process received them")
 
 
@@ -134,7 +122,7 @@ def test_a_receiving_process_killed_is_replaced_and_receiving_goes_on(
         capture_output=True, text=True, env={**os.environ, "TCP_NODELAY": "1"}, check=False,
         timeout=120)
     assert sent.returncode == 0, sent.stdout + sent.stderr
-    wait_until(lambda: _indexed(node.database_url) == 30, timeout=120,
+    wait_until(lambda: indexed_count(node.database_url) == 30, timeout=120,
                what="all 30 instances indexed after the replacement")
 
 
