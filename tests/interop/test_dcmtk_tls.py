@@ -19,8 +19,7 @@ import pytest
 
 from tests.conftest import require_tool, wait_until
 from tests.corpus import make_clinic_study
-from tests.interop.conftest import ServedNode, free_port
-from tests.interop.test_dcmtk_store import _indexed
+from tests.interop.conftest import ServedNode, free_port, indexed_count
 from tests.tlscerts import PKI, make_pki
 
 # DCMTK over TLS, several seconds each: run in CI, not in every developer run
@@ -70,7 +69,7 @@ def test_echoscu_and_storescu_over_tls_with_and_without_a_client_certificate(
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-3000:]
     assert re.findall(r"Received Store Response \((\w+)\)", output) == ["Success"] * 12
-    wait_until(lambda: _indexed(node.database_url) == 12, timeout=120, what="12 indexed")
+    wait_until(lambda: indexed_count(node.database_url) == 12, timeout=120, what="12 indexed")
 
 
 def test_a_plain_client_on_the_tls_port_and_a_missing_certificate_fail_cleanly(
@@ -124,7 +123,7 @@ def test_forwarding_to_a_tls_destination(serve: Callable[..., ServedNode],
              "127.0.0.1", str(node.port), str(study.root)],
             capture_output=True, text=True, env=DCMTK_ENV, check=False, timeout=120)
         assert run.returncode == 0, run.stdout + run.stderr
-        wait_until(lambda: _indexed(node.database_url) == 6, timeout=120, what="6 indexed")
+        wait_until(lambda: indexed_count(node.database_url) == 6, timeout=120, what="6 indexed")
         uid = json.loads(gw("study", "list", "--json").stdout)[0]["study_instance_uid"]
         queued = gw("study", "forward", uid, "--to", "sink", "--now")
         assert queued.exit_code == 0, queued.output
