@@ -24,7 +24,7 @@ from .clock import Clock
 from .errors import GatewayError
 from .policy import is_loopback
 from .receivers import ReceiverProcesses, receiving_dir, sweep_partial
-from .reuseport import claim_port, supported
+from .reuseport import claim_port, close_listener, supported
 from .scp import build_ae, open_listeners
 from .tls import server_context
 from .workers import WorkerProcesses, WorkerThreads
@@ -140,7 +140,7 @@ class Node:
         listening = self._addresses()
         for server in (self.server, self.tls_server):
             if server is not None:
-                server.shutdown()
+                close_listener(server)
         self.server = self.tls_server = None
         if self.receivers is not None:
             self.receivers.stop()

@@ -51,6 +51,7 @@ from .audittrail import AuditWriter
 from .doorbell import Bell
 from .errors import GatewayError
 from .logs import configure_logging
+from .reuseport import close_listener
 from .scp import build_ae, open_listeners
 from .tls import server_context
 from .workers import die_with_parent
@@ -134,7 +135,7 @@ def _receiver(settings: Settings, parent: int, log_level: str, index: int, count
     finally:
         for server in servers:
             if server is not None:
-                server.shutdown()
+                close_listener(server)
         audit.stop()
         bell.close()
         app.close()

@@ -8,6 +8,7 @@ association rejection for unknown callers where store is closed.
 from __future__ import annotations
 
 import io
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from storage.models import Instance
 from tests.conftest import wait_until
 from tests.corpus import Corpus, make_clinic_study
 from tests.procwatch import watched
+from tests.rawpeer import Closed, RawPeer, associate_rq
 
 
 def _scu(ae_title: str = "CLINIC") -> AE:
@@ -44,6 +46,22 @@ def test_echo(make_node: Callable[..., object]) -> None:
     status = assoc.send_c_echo()
     assoc.release()
     assert status.Status == 0x0000
+
+
+def test_stopping_aborts_open_associations_and_waits_for_their_threads(
+        make_node: Callable[..., object]) -> None:
+    """Node.stop() (gateway.reuseport.close_listener): an association still open gets an
+    A-ABORT, and its thread is gone when stop returns, before the engine is closed."""
+    node = make_node()
+    with RawPeer(node.port) as peer:  # type: ignore[attr-defined]
+        peer.send(associate_rq())
+        assert getattr(peer.receive(), "pdu_type", None) == 0x02
+        acceptors = [t for t in threading.enumerate() if "AcceptorThread" in t.name]
+        assert acceptors, "the open association has a thread"
+        node.stop()  # type: ignore[attr-defined]
+        assert [t.name for t in acceptors if t.is_alive()] == []
+        reply = peer.receive()
+        assert isinstance(reply, Closed) or reply.pdu_type == 0x07  # A-ABORT, then closed
 
 
 def test_store_is_acknowledged_then_indexed_de_identified(
