@@ -168,12 +168,12 @@ CATALOGUE: dict[str, Case] = {
         f"{AUDIT}::test_a_refused_move_is_audited_as_a_security_alert",
     ), "refusals are Security Alerts (110113, Use of Restricted Function) on the syslog "
        "copy; a completed move's 110104 is asserted by test_audit_trail.py"),
-    "T25": Case("partial", (
+    "T25": Case("covered", (
         f"{RAW}::test_an_abort_mid_store_keeps_the_acknowledged_and_discards_the_partial",
         f"{RAW}::test_a_tcp_reset_mid_store_keeps_the_acknowledged_and_discards_the_partial",
         f"{RAW}::test_an_association_idle_mid_dataset_is_aborted_and_leaves_no_file",
-    ), "A-ABORT and TCP RST mid-C-STORE; the forwarding of the acknowledged instances "
-       "after the cut is not tested"),
+    ), "A-ABORT and TCP RST after two acknowledged C-STOREs: those two are indexed and "
+       "forwarded once to a destination, the cut third leaves no file"),
     "T26": Case("partial", (
         "tests/interop/test_crash.py::test_kill_9_while_receiving_loses_no_acknowledged_instance",
         "tests/interop/test_forward_orthanc.py"

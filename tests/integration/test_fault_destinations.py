@@ -33,7 +33,7 @@ from typing import Any
 
 import pytest
 from pydicom import dcmread
-from pynetdicom import AE, evt
+from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 import storage.jobs as jobs
@@ -51,6 +51,7 @@ from tests.conftest import wait_until
 from tests.corpus import make_clinic_study
 from tests.procwatch import watched
 from tests.rawpeer import FAST
+from tests.sink import StoreSink
 from tests.tlscerts import PKI, make_pki
 
 # fault cases that wait out timeouts and back-offs: run in CI, not in every developer run
@@ -100,22 +101,10 @@ def blackhole() -> Iterator[Blackhole]:
 
 
 @pytest.fixture
-def answering() -> Iterator[tuple[int, list[str], list[int]]]:
-    """A Storage SCP that answers every C-STORE with ``status[0]`` (0xC000 unless changed);
-    its port, what it was offered, and that status."""
-    offered: list[str] = []
-    status = [0xC000]
-
-    def on_store(event: Any) -> int:
-        offered.append(str(event.request.AffectedSOPInstanceUID))
-        return status[0]
-
-    ae = AE(ae_title="REFUSER")
-    ae.add_supported_context(CTImageStorage)
-    server = ae.start_server(("127.0.0.1", 0), block=False,
-                             evt_handlers=[(evt.EVT_C_STORE, on_store)])
-    yield int(server.server_address[1]), offered, status
-    server.shutdown()
+def answering() -> Iterator[StoreSink]:
+    """A Storage SCP that answers every C-STORE with 0xC000 unless its ``status`` is changed."""
+    with StoreSink(status=0xC000, ae_title="REFUSER") as sink:
+        yield sink
 
 
 def _routed_node(make_node: Callable[..., Node], tmp_path: Path, port: int, *,
@@ -190,13 +179,13 @@ def test_a_blackholed_destination_times_out_backs_off_and_holds_no_thread(
 
 def test_a_destination_refusing_every_instance_is_a_dead_letter_at_once(
         make_node: Callable[..., Node], tmp_path: Path,
-        answering: tuple[int, list[str], list[int]]) -> None:
+        answering: StoreSink) -> None:
     """T29 permanent: 0xC000 for every instance ends the job as failed after one attempt,
     each instance offered once, with the status in its reason and a ``forward`` failure
     audited; later passes send nothing (no infinite retry); ``status`` is unhealthy with
     more failed jobs than ``status.max_failed_jobs`` (0 by default)."""
-    port, offered, _ = answering
-    node = _routed_node(make_node, tmp_path, port)
+    offered = answering.offered
+    node = _routed_node(make_node, tmp_path, answering.port)
     assert _queue_problems(node) == []
     with watched(node):
         report = run_due(node.app, now=datetime.now(UTC) + timedelta(seconds=5))
@@ -216,19 +205,19 @@ def test_a_destination_refusing_every_instance_is_a_dead_letter_at_once(
 
 def test_a_destination_out_of_resources_is_retried_and_gets_the_study_once_it_recovers(
         make_node: Callable[..., Node], tmp_path: Path,
-        answering: tuple[int, list[str], list[int]]) -> None:
+        answering: StoreSink) -> None:
     """T29 transient: 0xA700 (out of resources) stops the attempt at the first instance and
     the job waits its back-off, reason kept; once the destination answers 0x0000 the next
     attempt delivers every instance and the job is done."""
-    port, offered, status = answering
-    status[0] = 0xA700
-    node = _routed_node(make_node, tmp_path, port)
+    offered = answering.offered
+    answering.status = 0xA700
+    node = _routed_node(make_node, tmp_path, answering.port)
     report = run_due(node.app, now=datetime.now(UTC) + timedelta(seconds=5))
     job = _job(node)
     assert (report.retried, job.state, job.sent, len(offered)) == (1, JobState.PENDING, 0, 1)
     assert job.last_error == "destination out of resources (0xA700)"
     assert int((job.next_attempt_at - job.updated_at).total_seconds()) == 30
-    status[0] = 0x0000
+    answering.status = 0x0000
     assert run_due(node.app, now=job.next_attempt_at).done == 1
     job = _job(node)
     assert (job.state, job.sent, job.attempts) == (JobState.DONE, INSTANCES, 2)

@@ -1,11 +1,13 @@
-"""Bad PDUs at the DICOM port (RELIABILITY T03-T08), sent by a raw peer (tests/rawpeer.py).
+"""Bad PDUs at the DICOM port (RELIABILITY T03-T08, T13, T25), sent by a raw peer
+(tests/rawpeer.py).
 
 Each case sends hand-built bytes (PS3.8 9.3), asserts what the node answers
 (A-ASSOCIATE-RJ with its result/source/reason, an A-ABORT, or a closed
 connection, PS3.8 9.2 state table), then that the node still answers a
 normal C-ECHO and that its threads and open file descriptors come back to
 what they were before (I4). Timeouts are set to one second so that the
-cases that wait on them run in seconds.
+cases that wait on them run in seconds. A cut mid-C-STORE (T25) is followed
+through to forwarding: what was acknowledged reaches a destination once.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -23,11 +26,16 @@ from pynetdicom.pdu import A_ASSOCIATE_RQ
 
 from sqlalchemy import func, select
 
-from storage import audit
+import storage.routes as routes
+from gateway.forwarder import run_due
+from gateway.router import route_stable
+from storage import audit, peers
 from storage.db import session_scope
 from storage.models import Instance
+from storage.records import PeerRecord
 from tests.conftest import wait_until
 from tests.corpus import make_clinic_study
+from tests.sink import StoreSink
 from tests.rawpeer import (
     FAST,
     IMPLICIT_LE,
@@ -352,7 +360,27 @@ def _cut_mid_store(node: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
     wait_until(lambda: not any(receiving.iterdir()), timeout=10, what="the partial file removed")
     wait_until(lambda: _indexed(node) == 2 and node.app.spool.depth() == 0,
                timeout=20, what="the two acknowledged instances indexed")
+    with StoreSink() as sink:
+        _forward_everything(node, sink)
+        with session_scope(node.app.engine, readonly=True) as session:
+            indexed = set(session.scalars(select(Instance.sop_instance_uid)))
+        wait_until(lambda: len(sink.offered) >= 2, timeout=20, what="two instances forwarded")
+        assert sorted(sink.offered) == sorted(indexed), "each acknowledged instance once"
     recovered(node)
+
+
+def _forward_everything(node: Any, sink: StoreSink) -> None:
+    """Route every CT study to ``sink`` and forward what is due (T25: "acknowledged
+    instances durable and forwarded"), as the node's clock would once the study is stable."""
+    later = datetime.now(UTC) + timedelta(
+        seconds=node.app.settings.forward.stable_after_seconds + 5)
+    with session_scope(node.app.engine) as session:
+        peers.add(session, PeerRecord(slug="institute", ae_title="SINK", host="127.0.0.1",
+                                      port=sink.port, roles=("destination",)))
+        routes.add(session, routes.RouteSpec(name="all-ct", destinations=("institute",),
+                                             conditions=("ModalitiesInStudy=CT",)))
+    route_stable(node.app, later)
+    run_due(node.app, now=later)
 
 
 def test_an_abort_mid_store_keeps_the_acknowledged_and_discards_the_partial(

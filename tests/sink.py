@@ -1,0 +1,48 @@
+"""A Storage SCP for forwarding tests: it records what it was offered and answers a status.
+
+``StoreSink()`` listens on a free loopback port (pynetdicom, CT Image Storage
+in the uncompressed transfer syntaxes unless told otherwise) and answers each
+C-STORE with its ``status`` (PS3.4 Table B.2-1), which a test may change
+between forwarding passes to play a destination that recovers.
+"""
+
+from __future__ import annotations
+
+import threading
+from types import TracebackType
+from typing import Any
+
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+
+__all__ = ["StoreSink"]
+
+
+class StoreSink:
+    """A destination on loopback: ``port``, the SOP Instance UIDs ``offered`` in order."""
+
+    def __init__(self, status: int = 0x0000, ae_title: str = "SINK") -> None:
+        self.status = status
+        self.offered: list[str] = []
+        self._lock = threading.Lock()
+        ae = AE(ae_title=ae_title)
+        ae.add_supported_context(CTImageStorage)
+        self._server = ae.start_server(("127.0.0.1", 0), block=False,
+                                       evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
+        assert self._server is not None
+        self.port = int(self._server.server_address[1])
+
+    def _on_store(self, event: Any) -> int:
+        with self._lock:
+            self.offered.append(str(event.request.AffectedSOPInstanceUID))
+        return self.status
+
+    def close(self) -> None:
+        self._server.shutdown()
+
+    def __enter__(self) -> StoreSink:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
