@@ -28,6 +28,7 @@ import time
 from pynetdicom.transport import AssociationServer, ThreadedAssociationServer
 
 from .tls import TLSAssociationServer
+from .unrequested import wake
 
 __all__ = ["BACKLOG", "ListenerServer", "ReusePortServer", "ReusePortTLSServer", "claim_port",
            "close_listener", "supported"]
@@ -97,6 +98,7 @@ def close_listener(server: AssociationServer, timeout: float = 10.0) -> None:
     associations = server.active_associations
     for association in associations:
         association.abort()
+        wake(association)  # one still awaiting its A-ASSOCIATE-RQ (gateway.unrequested)
     deadline = time.monotonic() + timeout
     for association in associations:
         association.join(max(0.0, deadline - time.monotonic()))

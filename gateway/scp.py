@@ -70,6 +70,7 @@ from .contexts import SharedContexts
 from .find import handle_find, handle_sop_extended
 from .handlers import handle_echo, handle_store
 from .partial import cap_receive, discard_partial_receive
+from .unrequested import end_unrequested
 from .policy import admit, record_admission, record_refusal, record_rejection
 from .retrieve import GET_SOP_CLASSES, MOVE_SOP_CLASSES, RetrieveAE, handle_get, handle_move
 from .reuseport import ListenerServer, ReusePortServer, ReusePortTLSServer
@@ -221,6 +222,7 @@ def start_listener(app: App, ae: RetrieveAE | None = None, *,
     handlers: list[Any] = [
         (evt.EVT_CONN_OPEN, set_tcp_nodelay),
         (evt.EVT_CONN_CLOSE, discard_partial_receive),
+        (evt.EVT_CONN_CLOSE, end_unrequested),
         (evt.EVT_PDU_RECV, cap_receive, [app]),
         (evt.EVT_DIMSE_RECV, audit_malformed_command, [app]),
         (evt.EVT_REQUESTED, _on_requested, [app]),

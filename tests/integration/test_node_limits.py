@@ -220,3 +220,15 @@ def test_a_path_as_the_commands_instance_uid_writes_nothing(
     assert {p for p in tmp_path.rglob("*")} - before == set()
     assert not Path("/etc/cron.d/x").exists() and not Path("/abs").exists()
     recovered(fast_node)
+
+
+def test_a_bare_connect_holds_no_thread_until_the_acse_timeout(
+        make_node: Callable[..., Any]) -> None:
+    """gateway.unrequested, PS3.8 AA-5: a connection closed before its A-ASSOCIATE-RQ ends
+    its association at once; pynetdicom alone keeps the thread to the ACSE timeout (30 s)."""
+    node = make_node(**{"limits.acse_timeout": 30})
+    assert echo_works(node.port)
+    for _ in range(5):
+        socket.create_connection(("127.0.0.1", node.port), timeout=5).close()
+    wait_until(lambda: not node.server.active_associations, timeout=5,
+               what="the bare connections' associations ended well before the ACSE timeout")
