@@ -1,4 +1,11 @@
-"""Listening sockets that several receiving processes share (``SO_REUSEPORT``).
+"""The node's listening servers: backlog, connection cap, closing, and shared ports.
+
+Every listener has a listen backlog of :data:`BACKLOG`, closes connections on
+accept past its :func:`connection_cap`, and is stopped by
+:func:`close_listener`, which ends its open associations too.
+
+Shared ports (``SO_REUSEPORT``)
+-------------------------------
 
 pynetdicom decodes every PDU and message in Python, so one process receives on
 one core however many clinics send at once. With ``listener.processes`` above
@@ -30,8 +37,8 @@ from pynetdicom.transport import AssociationServer, ThreadedAssociationServer
 from .tls import TLSAssociationServer
 from .unrequested import wake
 
-__all__ = ["BACKLOG", "ListenerServer", "ReusePortServer", "ReusePortTLSServer", "claim_port",
-           "close_listener", "supported"]
+__all__ = ["BACKLOG", "ListenerServer", "ListenerTLSServer", "ReusePortServer",
+           "ReusePortTLSServer", "claim_port", "close_listener", "connection_cap", "supported"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,19 +75,65 @@ class _ReusePort:
         super().server_bind()  # type: ignore[misc]
 
 
-class ListenerServer(ThreadedAssociationServer):
-    """pynetdicom's threaded server with a listen backlog of :data:`BACKLOG`."""
+def connection_cap(maximum_associations: int) -> int:
+    """How many associations a listener holds before it closes new connections on accept.
+
+    Up to twice the association limit, plus eight, are taken in, so that a
+    caller past the limit still gets its A-ASSOCIATE-RJ (2, 3, 2) (transient,
+    service-provider presentation, local limit exceeded: PS3.8 9.3.4). Past
+    that a connection is closed as soon as it is accepted, before pynetdicom
+    gives it two threads (RELIABILITY T10 allows an "OS-level refusal"): a
+    flood then costs an accept and a close per connection, and the
+    associations already running keep their CPU.
+    """
+    return 2 * maximum_associations + 8
+
+
+class _Capped:
+    """Closes a connection on accept while the server holds ``connection_cap`` associations
+    (0: no cap); a line is logged for the first and then at most every ten seconds."""
+
+    connection_cap = 0
+    _refused = 0
+    _logged_at = float("-inf")
+
+    def verify_request(self, request: object, client_address: object) -> bool:
+        cap = self.connection_cap
+        open_now = len(getattr(self, "active_associations"))
+        if not cap or open_now < cap:
+            return True
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._logged_at >= _REFUSAL_LOG_SECONDS:
+            address = client_address[0] if isinstance(client_address, tuple) else "-"
+            logger.warning("connection refused at accept address=%s associations=%d cap=%d "
+                           "refused_since_last_line=%d", address, open_now, cap, self._refused)
+            self._logged_at, self._refused = now, 0
+        return False
+
+
+#: at most one "connection refused" line per listener in this many seconds
+_REFUSAL_LOG_SECONDS = 10.0
+
+
+class ListenerServer(_Capped, ThreadedAssociationServer):
+    """pynetdicom's threaded server with a listen backlog of :data:`BACKLOG` and a
+    :func:`connection_cap`."""
 
     request_queue_size = BACKLOG
+
+
+class ListenerTLSServer(_Capped, TLSAssociationServer):
+    """The DICOM TLS server (:class:`gateway.tls.TLSAssociationServer`) with a
+    :func:`connection_cap`."""
 
 
 class ReusePortServer(_ReusePort, ListenerServer):
     """The node's listener on a port shared with its other receiving processes."""
 
 
-class ReusePortTLSServer(_ReusePort, TLSAssociationServer):
-    """The DICOM TLS server (:class:`gateway.tls.TLSAssociationServer`) on a shared port."""
-
+class ReusePortTLSServer(_ReusePort, ListenerTLSServer):
+    """The DICOM TLS listener on a port shared with its other receiving processes."""
 
 def close_listener(server: AssociationServer, timeout: float = 10.0) -> None:
     """Stop accepting, abort the associations still open, and wait for their threads.

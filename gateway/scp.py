@@ -73,7 +73,13 @@ from .partial import cap_receive, discard_partial_receive
 from .unrequested import end_unrequested
 from .policy import admit, record_admission, record_refusal, record_rejection
 from .retrieve import GET_SOP_CLASSES, MOVE_SOP_CLASSES, RetrieveAE, handle_get, handle_move
-from .reuseport import ListenerServer, ReusePortServer, ReusePortTLSServer
+from .reuseport import (
+    ListenerServer,
+    ListenerTLSServer,
+    ReusePortServer,
+    ReusePortTLSServer,
+    connection_cap,
+)
 from .tls import client_fingerprint, start_tls_server
 
 __all__ = [
@@ -252,9 +258,10 @@ def start_listener(app: App, ae: RetrieveAE | None = None, *,
 
         server = start_tls_server(ae, address, handlers, contexts, tls,
                                   settings.tls.handshake_timeout, audit_refusal,
-                                  ReusePortTLSServer if shared else None)
+                                  ReusePortTLSServer if shared else ListenerTLSServer)
     if server is None:  # only a blocking server returns None
         raise RuntimeError("the listener did not start")
+    server.connection_cap = connection_cap(ae.maximum_associations)  # type: ignore[attr-defined]
     host, port = server.server_address[:2]
     logger.info("listening ae_title=%s address=%s:%s%s", settings.node.ae_title, host, port,
                 " tls=bcp195" if tls is not None else "")

@@ -86,10 +86,14 @@ CATALOGUE: dict[str, Case] = {
         f"{TLS}::test_tls_1_1_and_a_plain_client_are_refused_cleanly",
         f"{TLS}::test_required_client_certificate_refuses_none_and_strangers",
     )),
-    "T10": Case("partial", (
+    "T10": Case("covered", (
         f"{LIMITS}::test_a_flood_past_the_association_limit_is_refused_and_the_node_recovers",
-    ), "scaled down (20 connects, 40 requests, limit 4); an in-flight C-STORE during the "
-       "flood is not tested (an in-flight C-ECHO is)"),
+        f"{LIMITS}::test_connections_past_the_cap_are_closed_on_accept",
+        f"{LIMITS}::test_a_bare_connect_holds_no_thread_until_the_acse_timeout",
+        "tests/interop/test_flood.py"
+        "::test_a_flood_at_catalogue_scale_is_refused_bounded_and_recovered_from",
+    ), "5,000 connects and 2,000 requests against serve while a clinic stores: RJ (2, 3, 2) "
+       "or closed on accept past the connection cap, threads bounded by the cap"),
     "T11": Case("covered", (
         f"{FAULTS}::test_path_as_dataset_sop_instance_uid_gets_a900_and_nothing_is_written",
         f"{LIMITS}::test_a_path_as_the_commands_instance_uid_writes_nothing",

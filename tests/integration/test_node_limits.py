@@ -28,7 +28,7 @@ from pynetdicom import _config as pynetdicom_config
 from pynetdicom.dsutils import encode
 from pynetdicom.pdu import A_ASSOCIATE_AC
 
-from gateway.reuseport import BACKLOG
+from gateway.reuseport import BACKLOG, connection_cap
 from tests.conftest import require_tool, wait_until
 from tests.corpus import make_clinic_study
 from tests.rawpeer import (
@@ -232,3 +232,26 @@ def test_a_bare_connect_holds_no_thread_until_the_acse_timeout(
         socket.create_connection(("127.0.0.1", node.port), timeout=5).close()
     wait_until(lambda: not node.server.active_associations, timeout=5,
                what="the bare connections' associations ended well before the ACSE timeout")
+
+
+def test_connections_past_the_cap_are_closed_on_accept(
+        make_node: Callable[..., Any], caplog: pytest.LogCaptureFixture) -> None:
+    """gateway.reuseport.connection_cap: with ``limits.max_associations`` 1, ten
+    connections (2 x 1 + 8) are taken in; the eleventh is closed as soon as it is
+    accepted, with one log line, long before any timeout; once those ten close, an
+    echo works again."""
+    node = make_node(**{"limits.max_associations": 1, "limits.acse_timeout": 30})
+    cap = connection_cap(1)
+    held = [RawPeer(node.port) for _ in range(cap)]
+    try:
+        wait_until(lambda: len(node.server.active_associations) == cap, timeout=10,
+                   what=f"{cap} connections held")
+        with caplog.at_level("WARNING", logger="gateway.reuseport"), \
+                RawPeer(node.port) as extra:
+            assert isinstance(extra.receive(timeout=5), Closed)
+        assert [r.getMessage() for r in caplog.records
+                if r.getMessage().startswith("connection refused at accept")]
+    finally:
+        for peer in held:
+            peer.close()
+    wait_until(lambda: echo_works(node.port), timeout=10, what="an echo once they closed")
