@@ -22,6 +22,22 @@ from tests.conftest import TEST_KEY_HEX, require_tool
 from tests.interop.orthanc import Orthanc, start_orthanc
 
 
+@pytest.hookimpl(tryfirst=True)  # before ``-m "not slow"`` deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The PostgreSQL variant of every interop test is ``slow``.
+
+    An interop test repeats one exchange with DCMTK or Orthanc through a
+    ``serve`` process; on PostgreSQL it repeats it over the other database,
+    which the integration tests already cover in every developer run. CI runs
+    both variants; a developer's ``scripts/test`` keeps the SQLite one, which
+    holds it under ten minutes on two cores.
+    """
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if item.nodeid.startswith("tests/interop/") and params.get("db_url") == "postgresql":
+            item.add_marker(pytest.mark.slow)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
