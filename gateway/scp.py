@@ -70,7 +70,7 @@ from .contexts import SharedContexts
 from .find import handle_find, handle_sop_extended
 from .handlers import handle_echo, handle_store
 from .partial import cap_receive, discard_partial_receive
-from .unrequested import end_unrequested
+from .pduguard import install as guard_pdu_lengths
 from .policy import admit, record_admission, record_refusal, record_rejection
 from .retrieve import GET_SOP_CLASSES, MOVE_SOP_CLASSES, RetrieveAE, handle_get, handle_move
 from .reuseport import (
@@ -81,6 +81,7 @@ from .reuseport import (
     connection_cap,
 )
 from .tls import client_fingerprint, start_tls_server
+from .unrequested import end_unrequested
 
 __all__ = [
     "FIND_TRANSFER_SYNTAXES", "TRANSFER_SYNTAXES", "build_ae", "open_listeners", "set_tcp_nodelay",
@@ -227,6 +228,7 @@ def start_listener(app: App, ae: RetrieveAE | None = None, *,
     ae = ae or build_ae(app)
     handlers: list[Any] = [
         (evt.EVT_CONN_OPEN, set_tcp_nodelay),
+        (evt.EVT_CONN_OPEN, guard_pdu_lengths),
         (evt.EVT_CONN_CLOSE, discard_partial_receive),
         (evt.EVT_CONN_CLOSE, end_unrequested),
         (evt.EVT_PDU_RECV, cap_receive, [app]),

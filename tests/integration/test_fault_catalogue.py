@@ -62,11 +62,12 @@ CATALOGUE: dict[str, Case] = {
     "T04": Case("covered", (
         f"{RAW}::test_non_dicom_bytes_get_an_abort_and_the_connection_closed",
     )),
-    "T05": Case("partial", (
+    "T05": Case("covered", (
         f"{RAW}::test_a_truncated_pdu_is_dropped_at_the_network_timeout",
         f"{RAW}::test_pdu_length_over_the_maximum_is_aborted_at_once",
-    ), "a declared length over the negotiated maximum: strict xfail (pynetdicom reads it "
-       "without checking; no A-ABORT reason 6); RSS under the trickle is not sampled"),
+        "tests/unit/test_pduguard.py::test_a_header_past_its_limit_is_answered_with_an_abort",
+    ), "checked at the header (gateway.pduguard): A-ABORT (2, 6) before and after the "
+       "association, RSS flat under the trickle"),
     "T06": Case("covered", (
         f"{RAW}::test_pdv_item_longer_than_its_pdu_gets_an_abort",
     )),

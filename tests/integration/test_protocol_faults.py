@@ -28,6 +28,7 @@ from sqlalchemy import func, select
 
 import storage.routes as routes
 from gateway.forwarder import run_due
+from gateway.pduguard import SLACK
 from gateway.router import route_stable
 from storage import audit, peers
 from storage.db import session_scope
@@ -35,7 +36,6 @@ from storage.models import Instance
 from storage.records import PeerRecord
 from tests.conftest import wait_until
 from tests.corpus import make_clinic_study
-from tests.sink import StoreSink
 from tests.rawpeer import (
     FAST,
     IMPLICIT_LE,
@@ -52,9 +52,11 @@ from tests.rawpeer import (
     pdu,
     recovered,
     release_rq,
+    rss_kib,
     store_rq,
     warmed_up,
 )
+from tests.sink import StoreSink
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 
@@ -209,20 +211,28 @@ def test_a_truncated_pdu_is_dropped_at_the_network_timeout(fast_node: Any) -> No
     recovered(fast_node)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "pynetdicom's DUL reads a PDU's declared length before checking it against the maximum "
-    "it negotiated (dul.py _read_pdu_data): a 0xFFFFFFFF length trickled in byte by byte is "
-    "buffered, and answered with no A-ABORT (2, 6); only a full network timeout of silence "
-    "ends it"))
-def test_pdu_length_over_the_maximum_is_aborted_at_once(fast_node: Any) -> None:
-    """T05: PDU-length 0xFFFFFFFF, then a slow trickle: A-ABORT (2, reason 6) at once."""
+@pytest.mark.parametrize("established", [False, True], ids=["a-associate-rq", "p-data-tf"])
+def test_pdu_length_over_the_maximum_is_aborted_at_once(fast_node: Any,
+                                                        established: bool) -> None:
+    """T05 (gateway.pduguard): an A-ASSOCIATE-RQ declaring 0xFFFFFFFF bytes, or a P-DATA-TF
+    past the negotiated maximum, then a slow trickle: A-ABORT (2, 6: service provider,
+    invalid PDU parameter value; PS3.8 9.3.8) at once, nothing of the body buffered."""
+    rss_before = rss_kib()
     with RawPeer(fast_node.port) as peer:
-        peer.send(pdu(0x01, b"", length=0xFFFFFFFF))
-        for _ in range(6):
+        if established:
+            peer.send(associate_rq())
+            assert getattr(peer.receive(), "pdu_type", None) == 0x02
+            header = pdu(0x04, b"", length=fast_node.app.settings.limits.max_pdu + SLACK + 1)
+        else:
+            header = pdu(0x01, b"", length=0xFFFFFFFF)
+        peer.send(header)
+        for _ in range(3):
             peer.send(b"\x00")
-            time.sleep(0.5)
-        reply = peer.receive(timeout=0.1)
-    assert isinstance(reply, Reply) and reply.abort == (2, 6)
+            time.sleep(0.2)
+        replies = closed_within(peer, 2)
+    assert [r.abort for r in replies] == [(2, 6)]
+    assert rss_kib() - rss_before < 8 * 1024
+    recovered(fast_node)
 
 
 # -- T06: a PDV item longer than its PDU ---------------------------------------------------

@@ -1,0 +1,101 @@
+"""A PDU's declared length, checked as soon as its header is in (RELIABILITY T05).
+
+PS3.8 9.3.1: every PDU starts with a type, a reserved byte and a 4-byte
+length of what follows. The Maximum Length Received this node sends in its
+A-ASSOCIATE-AC (``limits.max_pdu``; PS3.8 D.1.1) bounds "the variable field
+of the P-DATA-TF PDUs" a peer may send it. The A-ASSOCIATE, A-RELEASE and
+A-ABORT PDUs have no negotiated maximum, but what they may hold (at most 128
+presentation contexts, a user identity of two 64 KiB fields) stays far below
+:data:`MAX_CONTROL_PDU`. A P-DATA-TF is refused only past the maximum plus
+:data:`SLACK` bytes, so that a sender which counts its PDV item headers
+outside the maximum (a reading some implementations make) still gets through;
+what T05 is about, a length no sender would ever need, is refused all the same.
+
+pynetdicom 3.0 (``DULServiceProvider._read_pdu_data``) reads the 6-byte
+header, then reads the declared length whatever it is: a PDU announcing
+0xFFFFFFFF bytes is buffered in memory for as long as the peer sends, 4 GiB
+if it sends fast, and a byte trickled now and then keeps the network timeout
+from ever firing. :func:`install` (an EVT_CONN_OPEN handler) wraps the
+association socket's ``recv`` so that the header is checked when it arrives:
+a length past the maximum is answered with A-ABORT, source 2 (service
+provider), reason 6 (invalid PDU parameter value; PS3.8 9.3.8, Table 9-26),
+logged, and the read fails as a closed connection does, so pynetdicom ends
+the association as it would on a dropped connection (Evt17). Nothing of the
+PDU's body is read. ``tests/unit/test_pduguard.py`` pins the pynetdicom
+version whose read loop this follows.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from typing import Any
+
+from pynetdicom.pdu import A_ABORT_RQ
+
+__all__ = ["MAX_CONTROL_PDU", "SLACK", "PduLengthGuard", "install"]
+
+logger = logging.getLogger(__name__)
+
+#: the largest A-ASSOCIATE, A-RELEASE or A-ABORT PDU read (its length field), bytes
+MAX_CONTROL_PDU = 1 << 20
+#: tolerated past the negotiated maximum in a P-DATA-TF's length (see the module docstring)
+SLACK = 1024
+_P_DATA_TF = 0x04
+_HEADER = 6
+
+
+def _abort_pdu() -> bytes:
+    pdu = A_ABORT_RQ()
+    pdu.source = 2  # service provider
+    pdu.reason_diagnostic = 6  # invalid PDU parameter value
+    return bytes(pdu.encode())
+
+
+class PduLengthGuard:
+    """``recv`` for one ``AssociationSocket``: refuses a header whose length is over the limit.
+
+    pynetdicom alternates two reads per PDU, the header (6 bytes) and then
+    the declared length; the guard follows that alternation to know which
+    read is a header.
+    """
+
+    def __init__(self, association_socket: Any, max_pdata: int) -> None:
+        self._socket = association_socket
+        self._recv = association_socket.recv
+        self._max_pdata = max_pdata + SLACK
+        self._at_header = True
+
+    def __call__(self, nr_bytes: int) -> bytearray:
+        data: bytearray = self._recv(nr_bytes)
+        if not self._at_header:
+            self._at_header = True
+            return data
+        if nr_bytes != _HEADER or len(data) != _HEADER:
+            return data  # a short read: pynetdicom treats it as a closed connection
+        pdu_type, _, length = struct.unpack(">BBL", data)
+        limit = self._max_pdata if pdu_type == _P_DATA_TF else MAX_CONTROL_PDU
+        if length > limit:
+            self._refuse(pdu_type, length, limit)
+        self._at_header = length == 0
+        return data
+
+    def _refuse(self, pdu_type: int, length: int, limit: int) -> None:
+        logger.warning("pdu refused type=0x%02X length=%d max=%d: A-ABORT (2, 6)",
+                       pdu_type, length, limit)
+        raw = self._socket.socket
+        try:
+            if raw is not None:
+                raw.sendall(_abort_pdu())
+        except OSError:
+            pass
+        raise ConnectionAbortedError(
+            f"PDU type 0x{pdu_type:02X} declares {length} bytes, over the maximum {limit}")
+
+
+def install(event: Any) -> None:
+    """EVT_CONN_OPEN: guard the association socket's reads (see the module docstring)."""
+    association = event.assoc
+    sock = association.dul.socket
+    if sock is not None:
+        sock.recv = PduLengthGuard(sock, association.ae.maximum_pdu_size or 2**32 - 1)
