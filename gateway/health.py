@@ -5,15 +5,18 @@ the DICOM TLS one (and whether its port accepts a TCP connection; for TLS
 the probe does not start a handshake), the spool (entries waiting to be
 de-identified, the oldest one), the quarantine (entries held for a person,
 their bytes), the forward queue by destination and state, the oldest job
-still to be sent, and the free space of the data folder's file system.
+still to be sent, and the free space of the data folder's file system, and
+of the spool's when ``storage.spool_dir`` is on another one.
 
 The node is *unhealthy* when any of these holds (the thresholds are
 ``[status]`` settings):
 
 - a listener's port does not accept a connection (the node is down, or
   another program holds the port);
-- the data folder's file system has less than ``min_free_disk_mb`` free
-  (stores are refused with 0xA700 once the disk is full);
+- the data folder's file system, or the spool's when it is another, has
+  less than ``min_free_disk_mb`` free (when the spool's is full, stores are
+  refused with 0xA700; when only the store's is, acknowledged instances
+  wait in the spool until space frees: RELIABILITY T27);
 - more than ``max_failed_jobs`` forward jobs have failed (dead letters that
   need ``queue retry`` or a look at the destination);
 - the oldest pending job is older than ``max_pending_age_seconds`` (a
@@ -75,6 +78,9 @@ class Health:
     data_dir: Path
     disk_free_bytes: int
     disk_total_bytes: int
+    #: (folder, free bytes, total bytes) of the spool's file system when it is not the data
+    #: folder's
+    spool_disk: tuple[Path, int, int] | None = None
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -106,7 +112,10 @@ class Health:
             "queue": {"by_state": totals, "by_destination": by_destination,
                       "oldest_pending": oldest},
             "disk": {"data_dir": str(self.data_dir), "free_bytes": self.disk_free_bytes,
-                     "total_bytes": self.disk_total_bytes},
+                     "total_bytes": self.disk_total_bytes,
+                     "spool": None if self.spool_disk is None else {
+                         "dir": str(self.spool_disk[0]), "free_bytes": self.spool_disk[1],
+                         "total_bytes": self.spool_disk[2]}},
         }
 
 
@@ -168,12 +177,17 @@ def check(app: App, *, now: datetime | None = None) -> Health:
         oldest = status.oldest_pending(session)
         held = status.quarantine_held(session)
     usage = shutil.disk_usage(app.data_dir)
+    spool_dir = app.spool.root
+    spool_disk = None
+    if os.stat(spool_dir).st_dev != os.stat(app.data_dir).st_dev:
+        spool_usage = shutil.disk_usage(spool_dir)
+        spool_disk = (spool_dir, spool_usage.free, spool_usage.total)
     health = Health(
         checked_at=moment, listeners=listeners, spool_depth=app.spool.depth(),
         spool_oldest=app.spool.oldest(), quarantine_held=held,
         quarantine_bytes=_folder_bytes(app.spool.quarantined), queue=queue,
         oldest_pending=oldest, data_dir=app.data_dir, disk_free_bytes=usage.free,
-        disk_total_bytes=usage.total,
+        disk_total_bytes=usage.total, spool_disk=spool_disk,
     )
     health.problems.extend(_problems(app, health))
     return health
@@ -183,10 +197,14 @@ def _problems(app: App, health: Health) -> list[str]:
     limits = app.settings.status
     found = [f"listener {x.bind}:{x.port} ({x.ae_title}{', TLS' if x.tls else ''}) "
              "does not accept connections" for x in health.listeners if not x.answering]
-    free_mb = health.disk_free_bytes // (1024 * 1024)
-    if free_mb < limits.min_free_disk_mb:
-        found.append(f"disk: {free_mb} MB free under {health.data_dir}, "
-                     f"below status.min_free_disk_mb={limits.min_free_disk_mb}")
+    disks = [(health.data_dir, health.disk_free_bytes)]
+    if health.spool_disk is not None:
+        disks.append(health.spool_disk[:2])
+    for folder, free in disks:
+        free_mb = free // (1024 * 1024)
+        if free_mb < limits.min_free_disk_mb:
+            found.append(f"disk: {free_mb} MB free under {folder}, "
+                         f"below status.min_free_disk_mb={limits.min_free_disk_mb}")
     failed = sum(c.jobs for c in health.queue if c.state is JobState.FAILED)
     if failed > limits.max_failed_jobs:
         found.append(f"queue: {failed} failed forward jobs, more than "

@@ -55,6 +55,9 @@ def _print(health: Health) -> None:
                f"({pending['age_seconds']}s)"))
     click.echo(f"disk: {_size(health.disk_free_bytes)} free of {_size(health.disk_total_bytes)} "
                f"({health.data_dir})")
+    if health.spool_disk is not None:
+        folder, free, total = health.spool_disk
+        click.echo(f"spool disk: {_size(free)} free of {_size(total)} ({folder})")
     for problem in health.problems:
         click.echo(f"problem: {problem}")
 

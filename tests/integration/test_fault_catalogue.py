@@ -190,9 +190,14 @@ CATALOGUE: dict[str, Case] = {
        "fsync, after commit, before the response); an instance delivered in the last "
        "moments before a kill is sent again after the restart (at most the forwarder's "
        "commit window; the destination keeps one copy per SOP Instance UID)"),
-    "T27": Case("partial", (
+    "T27": Case("covered", (
         f"{FAULTS}::test_disk_full_gets_a700_keeps_nothing_and_recovers_when_space_frees",
-    ), "the spool's disk; the store's disk, the alarm and forwarding meanwhile are not"),
+        "tests/integration/test_fault_store_disk.py"
+        "::test_a_full_store_disk_keeps_acknowledging_raises_the_alarm_and_forwarding_goes_on",
+    ), "the spool's disk full: A700, nothing kept, recovery; the store's alone full: "
+       "acknowledged instances wait in the spool with no file or row, status raises the "
+       "disk alarm, routed studies are still forwarded, and all is indexed and sent once "
+       "space frees (both on real tmpfs mounts)"),
     "T28": Case("covered", (
         "tests/integration/test_ingest_batch.py"
         "::test_a_database_failure_puts_the_whole_batch_back_and_keeps_no_file",

@@ -14,7 +14,6 @@ from __future__ import annotations
 import errno
 import io
 import os
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,8 @@ from storage.models import Instance
 from tests.conftest import wait_until
 from tests.corpus import make_clinic_study
 from tests.procwatch import close_idle_connections, watched
+from tests.tmpfs import can_mount, small_tmpfs
+from tests.tmpfs import fill as fill_disk
 
 TRAVERSAL = "../../etc/cron.d/x"
 
@@ -110,60 +111,36 @@ def test_path_as_dataset_sop_instance_uid_gets_a900_and_nothing_is_written(
     assert node.app.spool.depth() == 0 and _indexed(node) == 0
 
 
-def _can_mount() -> bool:
-    return os.geteuid() == 0
-
-
 @pytest.fixture(params=["tmpfs", "injected"])
 def small_disk(request: pytest.FixtureRequest, tmp_path: Path,
                monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, Any]]:
     """A data folder on a 2 MB disk, and ``fill() -> free()`` to use up and give back its space.
 
-    ``tmpfs``: a real tmpfs when this process may mount one (otherwise it
-    falls back to injection); ``injected``: the spool's durable write raises
-    ENOSPC while the disk is "full".
+    ``tmpfs``: a real tmpfs (tests/tmpfs.py) when this process may mount one
+    (otherwise it falls back to injection); ``injected``: the spool's durable
+    write raises ENOSPC while the disk is "full".
     """
     folder = tmp_path / "small"
+    if request.param == "tmpfs" and can_mount():
+        with small_tmpfs(folder, 2):
+            yield folder / "var", lambda: fill_disk(folder)
+        return
     folder.mkdir()
-    mounted = False
-    if request.param == "tmpfs" and _can_mount():
-        run = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs",
-                              str(folder)], capture_output=True, text=True, check=False)
-        mounted = run.returncode == 0
     full = {"on": False}
+    real = storage.spool.fsync_file
 
-    if mounted:
-        def fill() -> Callable[[], None]:
-            filler = folder / "filler"
-            with filler.open("wb") as handle:
-                try:
-                    while True:
-                        handle.write(b"\0" * 65536)
-                        handle.flush()
-                except OSError as exc:
-                    assert exc.errno == errno.ENOSPC
-            return lambda: filler.unlink()
-    else:
-        real = storage.spool.fsync_file
+    def failing(path: Path) -> None:
+        if full["on"]:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        real(path)
 
-        def failing(path: Path) -> None:
-            if full["on"]:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-            real(path)
+    monkeypatch.setattr(storage.spool, "fsync_file", failing)
 
-        monkeypatch.setattr(storage.spool, "fsync_file", failing)
+    def fill() -> Callable[[], None]:
+        full["on"] = True
+        return lambda: full.update(on=False)
 
-        def fill() -> Callable[[], None]:
-            full["on"] = True
-            return lambda: full.update(on=False)
-
-    try:
-        yield folder / "var", fill
-    finally:
-        if mounted:
-            subprocess.run(["umount", str(folder)], check=False)
-            if os.path.ismount(folder):
-                subprocess.run(["umount", "-l", str(folder)], check=False)
+    yield folder / "var", fill
 
 
 def test_disk_full_gets_a700_keeps_nothing_and_recovers_when_space_frees(
