@@ -234,8 +234,19 @@ def _dataset(app: App, item: jobs.ItemToSend, accepted: set[tuple[str, str]],
         # to Explicit VR Little Endian, through pydicom's pixel data handlers; the same
         # instance in another transfer syntax keeps its SOP Instance UID (pydicom's default
         # would make a new one, and the destination would hold the instance twice)
-        ds.decompress(generate_instance_uid=False)
+        syntax = ds.file_meta.TransferSyntaxUID
+        try:
+            ds.decompress(generate_instance_uid=False)
+        except Exception as exc:  # noqa: BLE001 - any decoder's refusal fails this instance
+            raise NotSendable(f"cannot be decompressed from {syntax.name} "
+                              f"({type(exc).__name__})") from exc
     return ds
+
+
+class NotSendable(Exception):
+    """An instance that cannot be made into what the destination takes: compressed pixel
+    data no decoder accepts (RELIABILITY T17; the receiver does not decode compressed
+    pixel data). It fails that instance alone, at once: no attempt would ever send it."""
 
 
 def send_job(app: App, job: jobs.JobRecord, owner: str, *,
@@ -313,7 +324,7 @@ def _store_items(app: App, job: jobs.JobRecord, owner: str, assoc: Association,
         try:
             # a result returning to its clinic is re-identified already: never re-keyed
             outgoing = _dataset(app, item, accepted, None if item.reidentified else space)
-        except AnonymizationError as exc:  # names the rule, never a value
+        except (AnonymizationError, NotSendable) as exc:  # names the rule, never a value
             logger.warning("forward job=%d sop=%s state=failed reason=%r", job.id,
                            item.sop_instance_uid, str(exc))
             pending.append((item.sop_instance_uid, ItemState.FAILED, None))

@@ -345,11 +345,24 @@ def finish(session: Session, job_id: int, owner: str, now: datetime, policy: Ret
 
 
 def _refused(session: Session, job_id: int, failed: int) -> str:
-    """A dead letter's reason: how many instances were refused, with the statuses they got."""
-    codes = sorted({code for code in session.scalars(select(ForwardItem.status).where(
-        ForwardItem.job_fk == job_id, ForwardItem.state == ItemState.FAILED)) if code is not None})
-    shown = ", ".join(f"0x{code:04X}" for code in codes[:4])
-    return f"{failed} instance(s) refused by the destination" + (f" (status {shown})" * bool(shown))
+    """A dead letter's reason: how many instances the destination refused, with the statuses
+    they got, and how many the gateway could not send at all (no status: no presentation
+    context the destination accepts, or an instance that cannot be de-identified for it
+    or decompressed; the log names each and why)."""
+    statuses = list(session.scalars(select(ForwardItem.status).where(
+        ForwardItem.job_fk == job_id, ForwardItem.state == ItemState.FAILED)))
+    codes = sorted({code for code in statuses if code is not None})
+    unsent = sum(code is None for code in statuses)
+    refused = len(statuses) - unsent if statuses else failed
+    parts = []
+    if refused:
+        shown = ", ".join(f"0x{code:04X}" for code in codes[:4])
+        parts.append(f"{refused} instance(s) refused by the destination"
+                     + (f" (status {shown})" * bool(shown)))
+    if unsent:
+        parts.append(f"{unsent} instance(s) not sent: no accepted presentation context, or "
+                     "they cannot be de-identified for it or decompressed (see the log)")
+    return "; ".join(parts)
 
 
 def get(session: Session, job_id: int) -> JobRecord | None:

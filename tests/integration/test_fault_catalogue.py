@@ -127,12 +127,15 @@ CATALOGUE: dict[str, Case] = {
         f"{BAD}::test_wrong_vrs_odd_lengths_and_huge_numbers_are_stored_deterministically",
     ), "Rows as UL 0xFFFFFFFF refused by the image check (A900); IS values outside "
        "-2^31..2^31-1 are left out of the index"),
-    "T17": Case("partial", (
+    "T17": Case("covered", (
         f"{BAD}::test_an_image_without_its_pixels_gets_a900",
-    ), "policy A900 at receive (README, conformance statement), so no such image reaches "
-       "forwarding or C-GET; pixel data longer than the header says is accepted and its "
-       "forwarding with decompression is not tested, nor encapsulated pixel data with "
-       "empty fragments"),
+        "tests/integration/test_forward_destinations.py"
+        "::test_an_image_that_cannot_be_decompressed_fails_alone_and_the_rest_is_sent",
+        "tests/unit/test_retrieve.py::test_a_frame_no_decoder_takes_fails_its_sub_operation_only",
+    ), "policy A900 at receive for native pixel data missing, empty or shorter than "
+       "Rows x Columns x samples x bits x frames (README, conformance statement); longer is "
+       "accepted (padding). Compressed pixel data is not decoded at receive: a frame no "
+       "decoder takes fails only its own forward or C-GET/C-MOVE sub-operation, at once"),
     "T18": Case("covered", (
         f"{LIMITS}::test_deflated_transfer_syntax_is_refused_per_context",
     ), "refused per context (result 4), so no deflated bytes can be sent"),

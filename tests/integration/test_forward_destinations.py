@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
+from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 from pynetdicom import AE, evt
 from pynetdicom.events import Event
@@ -52,15 +53,20 @@ def app(tmp_path: Path, db_url: str) -> Iterator[App]:
 
 
 def _ingest(app: App, folder: Path, studies: int, per_study: int = 1,
-            rle: bool = False) -> list[str]:
-    """Ingest ``studies`` studies (seeds 0..n-1); their new StudyInstanceUIDs."""
+            rle: bool = False, broken: int = 0) -> list[str]:
+    """Ingest ``studies`` studies (seeds 0..n-1); their new StudyInstanceUIDs.
+
+    With ``rle`` each instance is RLE Lossless; the first ``broken`` of them carry a
+    frame whose RLE header is cut short (PS3.5 G.3.1: 64 bytes), which no decoder takes."""
     for seed in range(studies):
         corpus = make_clinic_study(folder / f"study{seed}", series=1, per_series=per_study,
                                    seed=seed, jpeg=False)
-        for path in corpus.files.values():
+        for n, path in enumerate(corpus.files.values()):
             if rle:
                 ds = dcmread(path)
                 ds.compress(RLELossless)
+                if n < broken:
+                    ds.PixelData = encapsulate([b"\x01\x00\x00\x00"])
                 ds.save_as(path, enforce_file_format=True)
             app.spool.accept(path, META)
     assert run_once(app).stored == studies * per_study
@@ -232,6 +238,29 @@ def test_uncompressed_destination_gets_explicit_vr_little_endian_decompressed(
     assert decompressed.transfer_syntax == ExplicitVRLittleEndian
     assert decompressed.sop_instance_uid == compressed.sop_instance_uid
     assert decompressed.pixel_bytes == 64 * 64 * 2 > compressed.pixel_bytes
+
+
+def test_an_image_that_cannot_be_decompressed_fails_alone_and_the_rest_is_sent(
+    app: App, tmp_path: Path, sink: Sink, caplog: pytest.LogCaptureFixture
+) -> None:
+    """T17 downstream: an encapsulated frame no decoder takes was accepted as received (the
+    receiver does not decode compressed pixel data); forwarding it to a destination that
+    wants it uncompressed fails that instance alone, with the reason, at the first attempt
+    (no retry of what can never decode), and the study's other instances are sent."""
+    [study] = _ingest(app, tmp_path / "in", 1, per_study=3, rle=True, broken=1)
+    _destination(app, "plain", sink.port, transfer_syntax="uncompressed", max_attempts=3)
+    [job_id] = _enqueue(app, [study], "plain")
+    with caplog.at_level("WARNING", logger="gateway.forwarder"):
+        report = run_due(app)
+    job = _job(app, job_id)
+    assert (report.failed, job.state, job.attempts, job.sent, job.failed) == (
+        1, JobState.FAILED, 1, 2, 1)
+    assert len(sink.arrivals) == 2
+    assert {a.transfer_syntax for a in sink.arrivals} == {ExplicitVRLittleEndian}
+    assert job.last_error.startswith("1 instance(s) not sent")
+    [line] = [r.getMessage() for r in caplog.records if "state=failed" in r.getMessage()]
+    assert "cannot be decompressed from RLE Lossless (RuntimeError)" in line
+    assert run_due(app, now=datetime.now(UTC) + timedelta(days=1)).total == 0
 
 
 def _associations(sink: Sink) -> list[int]:

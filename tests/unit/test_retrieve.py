@@ -133,3 +133,28 @@ def test_storage_contexts_take_the_role_a_caller_proposes(tmp_path: Path) -> Non
         store = _negotiated(roles, tmp_path)
         assert store.result == 0x00 and store.as_scp and not store.as_scu
         assert accepted_syntaxes([store]) == {}
+
+
+def test_a_frame_no_decoder_takes_fails_its_sub_operation_only(tmp_path: Path) -> None:
+    """T17 downstream, C-GET and C-MOVE: an RLE frame whose header is cut short, to a peer
+    that accepts only uncompressed CT, becomes a dataset pynetdicom counts as a failed
+    sub-operation (with the instance's UID), and nothing raises."""
+    from pydicom import dcmread
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import RLELossless
+
+    from gateway.suboperations import load
+    from storage.filestore import FileStore
+    from tests.corpus import make_clinic_study
+
+    study = make_clinic_study(tmp_path / "study", series=1, per_series=1, jpeg=False)
+    ds = dcmread(next(iter(study.files.values())))
+    ds.compress(RLELossless)
+    ds.PixelData = encapsulate([b"\x01\x00\x00\x00"])
+    store = FileStore(tmp_path / "store")
+    stored = store.write(lambda fh: ds.save_as(fh, enforce_file_format=True))
+    item = ToSend(str(ds.SOPInstanceUID), CTImageStorage, RLELossless, stored.path,
+                  str(ds.StudyInstanceUID))
+    sent = load(store, item, {CTImageStorage: {str(ExplicitVRLittleEndian)}})
+    assert [elem.keyword for elem in sent] == ["SOPInstanceUID"]  # pynetdicom fails it
+    assert sent.SOPInstanceUID == ds.SOPInstanceUID
