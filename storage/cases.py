@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 from .case_models import CaseResult, CaseState, CaseUid, ConsultCase, UidLevel
 from .errors import StorageError
 from .models import Instance, Patient, Peer, Series, Study
-from .queue_models import ForwardItem, ItemState
+from .queue_models import ForwardItem, ForwardJob, ItemState, JobState
 
 __all__ = ["CaseRecord", "ResultRecord", "add_result", "close", "delivered_files",
            "fill_patients", "fill_uids", "forget_file", "get", "has_result", "list_cases",
@@ -286,11 +286,16 @@ def on_job_done(session: Session, job_id: int, study_instance_uid: str, destinat
 def delivered_files(session: Session, limit: int = 100) -> list[tuple[int, str]]:
     """``(result id, file path)`` of results the clinic has and whose file is still kept.
 
-    A result is delivered once an item for it was sent and none for it is
-    still pending; its re-identified file is then no longer needed.
+    A result is delivered once an item for it was sent in a job that is done
+    and none for it is still pending; its re-identified file is then no
+    longer needed. A job is done only once its delivery is confirmed, by
+    Storage Commitment where the clinic supports it (PS3.4 J.3; RELIABILITY
+    T29: "local purge only after Storage Commitment"): a C-STORE answered
+    0x0000 whose commitment is still awaited keeps its file.
     """
     sent = (select(ForwardItem.sop_instance_uid)
-            .where(ForwardItem.state == ItemState.SENT))
+            .join(ForwardJob, ForwardJob.id == ForwardItem.job_fk)
+            .where(ForwardItem.state == ItemState.SENT, ForwardJob.state == JobState.DONE))
     waiting = (select(ForwardItem.sop_instance_uid)
                .where(ForwardItem.state == ItemState.PENDING))
     rows = session.execute(

@@ -210,7 +210,7 @@ CATALOGUE: dict[str, Case] = {
        "written by ingest after it), so no A7xx: a store during the outage is acknowledged "
        "and indexed once the database is back; a new association gets RJ (2,3,1) after a "
        "bounded retry of the peer table; PostgreSQL cut through a TCP proxy, not stopped"),
-    "T29": Case("partial", (
+    "T29": Case("covered", (
         "tests/integration/test_forward_queue.py"
         "::test_failed_attempts_back_off_then_the_job_is_a_dead_letter",
         "tests/integration/test_forward_queue.py"
@@ -223,12 +223,16 @@ CATALOGUE: dict[str, Case] = {
         "::test_a_destination_out_of_resources_is_retried_and_gets_the_study_once_it_recovers",
         f"{DESTINATIONS}"
         "::test_a_destination_with_an_expired_certificate_is_retried_not_sent_in_clear",
+        f"{DESTINATIONS}::test_a_warning_status_counts_as_delivered",
+        "tests/integration/test_storage_cases.py"
+        "::test_a_case_follows_its_study_there_and_its_results_back",
     ), "refused, blackholed (ACSE timeout, capped back-off, dead letter, the pending-age "
        "alert of status), an expired TLS certificate (transient; the job's reason says the "
        "association failed, only the log says why), A700 and C000 (dead letter with the "
-       "status, the failed-jobs alert) are tested; de-identified files are kept after "
-       "forwarding, and whether the purge of delivered results (gateway/results.py) waits "
-       "for Storage Commitment is not tested here"),
+       "status, the failed-jobs alert), Bxxx counted as delivered. The only local purge, of "
+       "re-identified results once the clinic has them, waits until the job is done, which "
+       "is after Storage Commitment where the clinic supports it; de-identified studies are "
+       "kept (no retention purge)"),
     "T30": Case("partial", (
         "tests/unit/test_schedule.py::test_the_window_follows_the_zone_and_daylight_saving",
         "tests/integration/test_forward_queue.py"

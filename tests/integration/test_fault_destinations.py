@@ -224,6 +224,20 @@ def test_a_destination_out_of_resources_is_retried_and_gets_the_study_once_it_re
     assert len(offered) == 1 + INSTANCES
 
 
+def test_a_warning_status_counts_as_delivered(make_node: Callable[..., Node], tmp_path: Path,
+                                             answering: StoreSink) -> None:
+    """PS3.4 B.2.3: 0xB000-0xBFFF (coercion of data elements, elements discarded, data set
+    does not match the SOP class) are warnings: the instance is stored, so the job is done
+    at the first attempt and nothing is sent again."""
+    answering.status = 0xB007
+    node = _routed_node(make_node, tmp_path, answering.port)
+    assert run_due(node.app, now=datetime.now(UTC) + timedelta(seconds=5)).done == 1
+    job = _job(node)
+    assert (job.state, job.sent, job.failed, job.attempts) == (JobState.DONE, INSTANCES, 0, 1)
+    assert run_due(node.app, now=datetime.now(UTC) + timedelta(days=1)).total == 0
+    assert len(answering.offered) == INSTANCES
+
+
 @pytest.fixture
 def expired_tls_destination(tmp_path: Path) -> Iterator[tuple[int, PKI]]:
     """A Storage SCP over DICOM TLS whose server certificate expired yesterday."""

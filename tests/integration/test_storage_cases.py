@@ -57,15 +57,26 @@ def _ingest(app: App, folder: Path, per_series: int = 2) -> str:
         return str(session.scalars(select(Study.study_instance_uid)).one())
 
 
-def _deliver(app: App, job_id: int) -> jobs.JobRecord:
+def _send(app: App, job_id: int) -> None:
+    """Every item of the job answered 0x0000, its delivery not yet confirmed."""
     with session_scope(app.engine) as session:
         [claimed] = jobs.claim_due(session, "test", NOW + timedelta(hours=1), 60)
         assert claimed.id == job_id
         sops = [item.sop_instance_uid for item in jobs.items_to_send(session, job_id)]
         jobs.record_items(session, job_id, [(sop, ItemState.SENT, 0) for sop in sops])
+
+
+def _finish(app: App, job_id: int) -> jobs.JobRecord:
+    """The job's delivery confirmed: done."""
+    with session_scope(app.engine) as session:
         done = jobs.finish(session, job_id, "test", NOW, POLICY)
     assert done is not None and done.state is JobState.DONE
     return done
+
+
+def _deliver(app: App, job_id: int) -> jobs.JobRecord:
+    _send(app, job_id)
+    return _finish(app, job_id)
 
 
 def test_a_case_follows_its_study_there_and_its_results_back(app: App, tmp_path: Path) -> None:
@@ -100,7 +111,10 @@ def test_a_case_follows_its_study_there_and_its_results_back(app: App, tmp_path:
         assert cases.delivered_files(session) == []
         [item] = jobs.items_to_send(session, back.id)
         assert (item.file_path, item.reidentified) == ("ab/cd", True)
-    _deliver(app, back.id)
+    _send(app, back.id)
+    with session_scope(app.engine, readonly=True) as session:  # awaiting its commitment
+        assert cases.delivered_files(session) == [], "purged before delivery was confirmed"
+    _finish(app, back.id)
     with session_scope(app.engine) as session:
         assert cases.get(session, case.id).state is CaseState.RETURNED  # type: ignore[union-attr]
         assert cases.result_jobs(session, case.id) == [back.id]
