@@ -21,19 +21,34 @@ a length past the maximum is answered with A-ABORT, source 2 (service
 provider), reason 6 (invalid PDU parameter value; PS3.8 9.3.8, Table 9-26),
 logged, and the read fails as a closed connection does, so pynetdicom ends
 the association as it would on a dropped connection (Evt17). Nothing of the
-PDU's body is read. ``tests/unit/test_pduguard.py`` pins the pynetdicom
-version whose read loop this follows.
+PDU's body is read.
+
+The same reads catch one A-ASSOCIATE-RQ that pynetdicom decodes but cannot
+turn into its A-ASSOCIATE indication (RELIABILITY T03): a presentation
+context with an even ID (PS3.8 9.3.2.2 asks for odd ones) makes
+``fsm.AE_6`` raise in the DUL thread, which dies, and the peer hears
+nothing until the ACSE timeout. Once such a request's body is in, it is
+decoded and converted with pynetdicom's own classes; when the conversion
+fails, the peer gets A-ASSOCIATE-RJ (1, 2, 1): rejected permanent, by the
+service provider's ACSE, no reason given, as for a request with no
+presentation context; the rejection is logged and audited
+(``association-rejected``), and the read fails as above. A request
+pynetdicom cannot even decode is left to pynetdicom (Evt19: A-ABORT).
+``tests/unit/test_pduguard.py`` pins the pynetdicom version whose read
+loop and AE-6 this follows.
 """
 
 from __future__ import annotations
 
 import logging
 import struct
+from collections.abc import Callable
 from typing import Any
 
-from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.pdu import A_ABORT_RQ, A_ASSOCIATE_RJ, A_ASSOCIATE_RQ
+from pynetdicom.pdu_primitives import A_ASSOCIATE
 
-__all__ = ["MAX_CONTROL_PDU", "SLACK", "PduLengthGuard", "install"]
+__all__ = ["MAX_CONTROL_PDU", "SLACK", "PduGuard", "install"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +56,19 @@ logger = logging.getLogger(__name__)
 MAX_CONTROL_PDU = 1 << 20
 #: tolerated past the negotiated maximum in a P-DATA-TF's length (see the module docstring)
 SLACK = 1024
+_A_ASSOCIATE_RQ = 0x01
 _P_DATA_TF = 0x04
 _HEADER = 6
+#: told (calling AE title, reason) of each request rejected here
+OnRejected = Callable[[str, str], None]
+
+
+def _reject_pdu() -> bytes:
+    primitive = A_ASSOCIATE()
+    primitive.result = 0x01  # rejected permanent
+    primitive.result_source = 0x02  # service provider, ACSE related function
+    primitive.diagnostic = 0x01  # no reason given
+    return bytes(A_ASSOCIATE_RJ(primitive).encode())
 
 
 def _abort_pdu() -> bytes:
@@ -52,24 +78,29 @@ def _abort_pdu() -> bytes:
     return bytes(pdu.encode())
 
 
-class PduLengthGuard:
-    """``recv`` for one ``AssociationSocket``: refuses a header whose length is over the limit.
+class PduGuard:
+    """``recv`` for one ``AssociationSocket``: refuses a header whose length is over the limit,
+    and an A-ASSOCIATE-RQ without an indication (see the module docstring).
 
     pynetdicom alternates two reads per PDU, the header (6 bytes) and then
     the declared length; the guard follows that alternation to know which
     read is a header.
     """
 
-    def __init__(self, association_socket: Any, max_pdata: int) -> None:
+    def __init__(self, association_socket: Any, max_pdata: int,
+                 on_rejected: OnRejected | None = None) -> None:
         self._socket = association_socket
         self._recv = association_socket.recv
         self._max_pdata = max_pdata + SLACK
-        self._at_header = True
+        self._on_rejected = on_rejected
+        self._header = b""  # the header whose body is read next; empty: a header is next
 
     def __call__(self, nr_bytes: int) -> bytearray:
         data: bytearray = self._recv(nr_bytes)
-        if not self._at_header:
-            self._at_header = True
+        if self._header:
+            header, self._header = self._header, b""
+            if header[0] == _A_ASSOCIATE_RQ:
+                self._check_request(header + data)
             return data
         if nr_bytes != _HEADER or len(data) != _HEADER:
             return data  # a short read: pynetdicom treats it as a closed connection
@@ -77,25 +108,50 @@ class PduLengthGuard:
         limit = self._max_pdata if pdu_type == _P_DATA_TF else MAX_CONTROL_PDU
         if length > limit:
             self._refuse(pdu_type, length, limit)
-        self._at_header = length == 0
+        if length:
+            self._header = bytes(data)
         return data
+
+    def _check_request(self, raw: bytes) -> None:
+        """Reject an A-ASSOCIATE-RQ that decodes but has no A-ASSOCIATE indication."""
+        request = A_ASSOCIATE_RQ()
+        try:
+            request.decode(raw)
+        except Exception:  # noqa: BLE001 - pynetdicom answers what it cannot decode
+            return
+        try:
+            request.to_primitive()
+        except Exception as exc:  # noqa: BLE001 - an even context ID, say: AE-6 would die
+            calling = str(request.calling_ae_title).strip()
+            reason = f"invalid A-ASSOCIATE-RQ ({exc})"
+            if self._on_rejected is not None:  # it logs and audits
+                self._on_rejected(calling, reason)
+            else:
+                logger.warning("association-rejected calling_ae=%r rj=1,2,1 reason=%r",
+                               calling, reason)
+            self._send(_reject_pdu())
+            raise ConnectionAbortedError(reason) from None
+
+    def _send(self, pdu: bytes) -> None:
+        raw = self._socket.socket
+        try:
+            if raw is not None:
+                raw.sendall(pdu)
+        except OSError:
+            pass
 
     def _refuse(self, pdu_type: int, length: int, limit: int) -> None:
         logger.warning("pdu refused type=0x%02X length=%d max=%d: A-ABORT (2, 6)",
                        pdu_type, length, limit)
-        raw = self._socket.socket
-        try:
-            if raw is not None:
-                raw.sendall(_abort_pdu())
-        except OSError:
-            pass
+        self._send(_abort_pdu())
         raise ConnectionAbortedError(
             f"PDU type 0x{pdu_type:02X} declares {length} bytes, over the maximum {limit}")
 
 
-def install(event: Any) -> None:
+def install(event: Any, on_rejected: OnRejected | None = None) -> None:
     """EVT_CONN_OPEN: guard the association socket's reads (see the module docstring)."""
     association = event.assoc
     sock = association.dul.socket
     if sock is not None:
-        sock.recv = PduLengthGuard(sock, association.ae.maximum_pdu_size or 2**32 - 1)
+        sock.recv = PduGuard(sock, association.ae.maximum_pdu_size or 2**32 - 1,
+                                   on_rejected)

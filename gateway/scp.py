@@ -70,7 +70,7 @@ from .contexts import SharedContexts
 from .find import handle_find, handle_sop_extended
 from .handlers import handle_echo, handle_store
 from .partial import cap_receive, discard_partial_receive
-from .pduguard import install as guard_pdu_lengths
+from .pduguard import install as install_pdu_guard
 from .policy import admit, record_admission, record_refusal, record_rejection
 from .retrieve import GET_SOP_CLASSES, MOVE_SOP_CLASSES, RetrieveAE, handle_get, handle_move
 from .reuseport import (
@@ -158,6 +158,17 @@ def set_tcp_nodelay(event: Any) -> None:
         sock.socket.settimeout(event.assoc.network_timeout)
 
 
+def _guard_pdus(event: Any, app: App) -> None:
+    """EVT_CONN_OPEN: check each PDU's header, and a request pynetdicom would choke on
+    (:mod:`gateway.pduguard`); what that rejects is audited like any rejection."""
+    address = str(event.address[0])
+
+    def rejected(calling_ae: str, reason: str) -> None:
+        record_rejection(app, calling_ae, address, "1,2,1")
+
+    install_pdu_guard(event, rejected)
+
+
 def _on_requested(event: Any, app: App) -> None:
     assoc = event.assoc
     primitive = assoc.requestor.primitive
@@ -228,7 +239,7 @@ def start_listener(app: App, ae: RetrieveAE | None = None, *,
     ae = ae or build_ae(app)
     handlers: list[Any] = [
         (evt.EVT_CONN_OPEN, set_tcp_nodelay),
-        (evt.EVT_CONN_OPEN, guard_pdu_lengths),
+        (evt.EVT_CONN_OPEN, _guard_pdus, [app]),
         (evt.EVT_CONN_CLOSE, discard_partial_receive),
         (evt.EVT_CONN_CLOSE, end_unrequested),
         (evt.EVT_PDU_RECV, cap_receive, [app]),

@@ -57,8 +57,9 @@ CATALOGUE: dict[str, Case] = {
         f"{RAW}::test_over_long_uids_in_items_get_an_abort_without_harm",
         f"{RAW}::test_more_than_128_contexts_and_duplicate_ids_get_one_answer_per_id",
         f"{RAW}::test_an_even_context_id_gets_a_rejection",
-    ), "even context ID: strict xfail (pynetdicom's DUL thread dies, no RJ); over-long "
-       "UIDs get an A-ABORT (undecodable PDU) rather than an RJ"),
+    ), "even context ID: RJ (1, 2, 1) from gateway.pduguard (pynetdicom alone lets its DUL "
+       "thread die, no RJ); over-long UIDs get an A-ABORT (undecodable PDU) rather than an "
+       "RJ"),
     "T04": Case("covered", (
         f"{RAW}::test_non_dicom_bytes_get_an_abort_and_the_connection_closed",
     )),

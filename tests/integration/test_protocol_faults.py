@@ -169,17 +169,16 @@ def test_more_than_128_contexts_and_duplicate_ids_get_one_answer_per_id(fast_nod
     recovered(fast_node)
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
-@pytest.mark.xfail(strict=True, reason=(
-    "pynetdicom raises ValueError decoding an even presentation context ID (fsm.py AE-6, "
-    "presentation.py context_id): the connection's DUL thread dies and the peer gets no "
-    "A-ASSOCIATE-RJ nor a per-context rejection, only a close at the ACSE timeout"))
 def test_an_even_context_id_gets_a_rejection(fast_node: Any) -> None:
-    """T03, PS3.8 9.3.2.2: an even context ID is answered, by RJ or a per-context result."""
+    """T03, PS3.8 9.3.2.2 (gateway.pduguard): an even context ID is answered with RJ
+    (1, 2, 1) at once, audited, and the connection closed."""
     with RawPeer(fast_node.port) as peer:
         peer.send(associate_rq(((2, VERIFICATION, (IMPLICIT_LE,)),)))
-        reply = peer.receive()
-    assert isinstance(reply, Reply) and reply.pdu_type in (0x02, 0x03)
+        replies = closed_within(peer, 2)
+    assert [r.rejection for r in replies] == [(1, 2, 1)]
+    wait_until(lambda: _rejections(fast_node) == [("CLINIC", "failure")], timeout=5,
+               what="the rejection audited")
+    recovered(fast_node)
 
 
 # -- T04: not DICOM at all ---------------------------------------------------------------

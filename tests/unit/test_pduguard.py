@@ -8,9 +8,10 @@ from collections import deque
 
 import pynetdicom
 import pytest
+from pynetdicom import fsm
 from pynetdicom.dul import DULServiceProvider
 
-from gateway.pduguard import MAX_CONTROL_PDU, SLACK, PduLengthGuard
+from gateway.pduguard import MAX_CONTROL_PDU, SLACK, PduGuard
 
 CHECKED_PYNETDICOM = "3.0"
 
@@ -23,6 +24,9 @@ def test_written_for_this_pynetdicom() -> None:
     # a header of 6, then the declared length, each through socket.recv; an OSError is Evt17
     assert "self.socket.recv(6)" in source and "self.socket.recv(pdu_length)" in source
     assert "except (OSError, TimeoutError)" in source
+    # AE-6 turns the decoded request into its indication outside any try: a failure there
+    # kills the DUL thread
+    assert "recv_pdu.to_primitive()" in inspect.getsource(fsm.AE_6)
 
 
 class _Raw:
@@ -54,7 +58,7 @@ def test_bodies_are_not_mistaken_for_headers() -> None:
     """A 6-byte body that looks like a huge header passes: only headers are checked."""
     body = _header(0x04, 0xFFFFFFFF)
     sock = _Socket(_header(0x04, 6), body, _header(0x05, 4), b"\x00" * 4, _header(0x04, 16384))
-    guard = PduLengthGuard(sock, 16384)
+    guard = PduGuard(sock, 16384)
     assert [bytes(guard(n)) for n in (6, 6, 6, 4, 6)] == list(
         _Socket(_header(0x04, 6), body, _header(0x05, 4), b"\x00" * 4,
                 _header(0x04, 16384)).chunks)
@@ -71,7 +75,7 @@ def test_bodies_are_not_mistaken_for_headers() -> None:
 def test_a_header_past_its_limit_is_answered_with_an_abort(pdu_type: int, length: int,
                                                            refused: bool) -> None:
     sock = _Socket(_header(pdu_type, length))
-    guard = PduLengthGuard(sock, 16384)
+    guard = PduGuard(sock, 16384)
     if refused:
         with pytest.raises(ConnectionAbortedError, match="over the maximum"):
             guard(6)
@@ -80,3 +84,25 @@ def test_a_header_past_its_limit_is_answered_with_an_abort(pdu_type: int, length
     else:
         assert bytes(guard(6)) == _header(pdu_type, length)
         assert sock.socket.sent == []
+
+
+def test_a_request_with_an_even_context_id_is_rejected_after_its_body() -> None:
+    """PS3.8 9.3.2.2: context IDs are odd. The body is read, then A-ASSOCIATE-RJ (1, 2, 1)
+    is sent and the read fails; an odd one passes untouched."""
+    from tests.rawpeer import IMPLICIT_LE, VERIFICATION, associate_rq
+
+    for context_id, refused in ((1, False), (2, True)):
+        rq = associate_rq(((context_id, VERIFICATION, (IMPLICIT_LE,)),))
+        sock = _Socket(rq[:6], rq[6:])
+        told: list[tuple[str, str]] = []
+        guard = PduGuard(sock, 16384, lambda calling, reason: told.append((calling, reason)))
+        assert bytes(guard(6)) == rq[:6]
+        if refused:
+            with pytest.raises(ConnectionAbortedError, match="invalid A-ASSOCIATE-RQ"):
+                guard(len(rq) - 6)
+            # A-ASSOCIATE-RJ: type 3, length 4, reserved, result 1, source 2, reason 1
+            assert sock.socket.sent == [bytes.fromhex("0300000000040001" "0201")]
+            assert [calling for calling, _ in told] == ["CLINIC"]
+        else:
+            assert bytes(guard(len(rq) - 6)) == rq[6:]
+            assert (sock.socket.sent, told) == ([], [])
