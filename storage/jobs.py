@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session
 from . import cases
 from .case_models import CaseResult
 from .db import dialect_of
+from .deadletter import dead_letter_reason
 from .errors import StorageError
 from .models import Instance, Peer, Series, Study, StudyState
 from .queue_models import OPEN_STATES, ForwardItem, ForwardJob, ItemState, JobKind, JobState
@@ -332,7 +333,7 @@ def finish(session: Session, job_id: int, owner: str, now: datetime, policy: Ret
         cases.on_job_done(session, job.id, job.study_instance_uid, job.destination, now)
     elif give_up or record.failed or (error and job.attempts >= policy.max_attempts):
         job.state = JobState.FAILED
-        job.last_error = error or _refused(session, job.id, record.failed)
+        job.last_error = error or dead_letter_reason(session, job.id, record.failed)
     elif error:
         job.state = JobState.PENDING
         job.next_attempt_at = now + policy.delay(job.attempts)
@@ -342,27 +343,6 @@ def finish(session: Session, job_id: int, owner: str, now: datetime, policy: Ret
         job.next_attempt_at = now
     session.flush()
     return _record(session, job)
-
-
-def _refused(session: Session, job_id: int, failed: int) -> str:
-    """A dead letter's reason: how many instances the destination refused, with the statuses
-    they got, and how many the gateway could not send at all (no status: no presentation
-    context the destination accepts, or an instance that cannot be de-identified for it
-    or decompressed; the log names each and why)."""
-    statuses = list(session.scalars(select(ForwardItem.status).where(
-        ForwardItem.job_fk == job_id, ForwardItem.state == ItemState.FAILED)))
-    codes = sorted({code for code in statuses if code is not None})
-    unsent = sum(code is None for code in statuses)
-    refused = len(statuses) - unsent if statuses else failed
-    parts = []
-    if refused:
-        shown = ", ".join(f"0x{code:04X}" for code in codes[:4])
-        parts.append(f"{refused} instance(s) refused by the destination"
-                     + (f" (status {shown})" * bool(shown)))
-    if unsent:
-        parts.append(f"{unsent} instance(s) not sent: no accepted presentation context, or "
-                     "they cannot be de-identified for it or decompressed (see the log)")
-    return "; ".join(parts)
 
 
 def get(session: Session, job_id: int) -> JobRecord | None:
