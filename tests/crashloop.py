@@ -45,7 +45,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,6 +71,7 @@ NODE_ENV = {"DICOM_GATEWAY_FORWARD__POLL_SECONDS": "1",
             "DICOM_GATEWAY_FORWARD__MAX_DELAY_SECONDS": "2",
             "DICOM_GATEWAY_FORWARD__STABLE_AFTER_SECONDS": "1",
             "DICOM_GATEWAY_FORWARD__LEASE_SECONDS": "10"}
+_ROOT = Path(__file__).resolve().parents[1]
 _SUCCESS = "Received Store Response (Success)"
 _SENDING = re.compile(r"Sending file: (.+)$")
 
@@ -94,6 +95,8 @@ class LoopResult:
     most_resent_per_kill: int = 0
     duplicates: int = 0
     quarantined: int = 0
+    #: lives that ended at their chosen step (tests/crashpoint.py), by step
+    aimed: Counter[str] = field(default_factory=Counter)
     violations: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
@@ -101,6 +104,8 @@ class LoopResult:
             f"kills: {self.kills} ({self.kills_before_listening} before the node listened; "
             f"{self.lives_indexing} in lives that indexed, {self.lives_forwarding} in lives "
             "that forwarded)",
+            *([f"aimed: {', '.join(f'{k} {v}' for k, v in sorted(self.aimed.items()))}"]
+              if self.aimed else []),
             f"acknowledged: {self.acknowledged} (sent but not acknowledged: "
             f"{self.unacknowledged})",
             f"indexed: {self.indexed} ({self.acknowledged_indexed} of the acknowledged; "
@@ -192,15 +197,21 @@ class _Node:
     database_url: str
     env: dict[str, str]
 
-    def start(self, life: int) -> tuple[subprocess.Popen[bytes], Path]:
+    def start(self, life: int, crashpoint: str = "") -> tuple[subprocess.Popen[bytes], Path]:
+        """Start ``serve``; with ``crashpoint`` (``STEP:N``) it kills itself there
+        (tests/crashpoint.py)."""
         log = self.work / "logs" / f"serve-{life:04d}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
+        program = [str(Path(sys.executable).parent / "dicom-gateway")]
+        env = self.env
+        if crashpoint:
+            program = [sys.executable, "-m", "tests.crashpoint"]
+            env = {**env, "CRASHPOINT": crashpoint, "PYTHONPATH": str(_ROOT)}
         with log.open("wb") as handle:
             process = subprocess.Popen(
-                [str(Path(sys.executable).parent / "dicom-gateway"), "serve", "--port",
-                 str(self.port), "--data-dir", str(self.work / "var"), "--database-url",
-                 self.database_url],
-                stdout=subprocess.DEVNULL, stderr=handle, env=self.env, cwd=self.work,
+                [*program, "serve", "--port", str(self.port), "--data-dir",
+                 str(self.work / "var"), "--database-url", self.database_url],
+                stdout=subprocess.DEVNULL, stderr=handle, env=env, cwd=self.work,
                 start_new_session=True)  # its own process group: the workers die with it
         return process, log
 
@@ -257,6 +268,7 @@ def run_crashloop(work: Path, *, kills: int, seed: int, database_url: str | None
                   pause: float = 3.0,
                   settle_timeout: float = 300.0,
                   environment: dict[str, str] | None = None,
+                  points: Sequence[str] = (),
                   progress: Callable[[str], None] | None = None) -> LoopResult:
     """Kill and restart a served node ``kills`` times while storescu sends; check I1 and T26.
 
@@ -275,6 +287,11 @@ def run_crashloop(work: Path, *, kills: int, seed: int, database_url: str | None
         configuration.
     environment : dict, optional
         More ``DICOM_GATEWAY_*`` settings for the node (``listener.processes``, say).
+    points : sequence of str, optional
+        Steps of tests/crashpoint.py (``written``, ``durable``, ``committed``, ``sent``),
+        taken in turn: each life kills itself the N-th time (N drawn from 1-3) one of its
+        processes reaches its step, or is killed after ``max_delay`` seconds if it never
+        does. Without them the kills come at random moments.
     """
     work.mkdir(parents=True, exist_ok=True)
     url = database_url or f"sqlite:///{(work / 'gateway.sqlite3').as_posix()}"
@@ -297,11 +314,23 @@ def run_crashloop(work: Path, *, kills: int, seed: int, database_url: str | None
         for thread in threads:
             thread.start()
         for life in range(kills):
-            process, log = node.start(life)
+            step = points[life % len(points)] if points else ""
+            process, log = node.start(life, f"{step}:{rng.randint(1, 3)}" if step else "")
             started = time.time_ns()
             _wait(lambda: log.stat().st_size > 0 or process.poll() is not None, 120,
                   "serve to load its configuration", poll=0.02)
-            time.sleep(rng.uniform(0.0, max_delay))
+            if step:  # it dies at its step; a life that never gets there is killed anyway
+                try:
+                    code = process.wait(max_delay)
+                except subprocess.TimeoutExpired:
+                    code = None
+                if code == -signal.SIGKILL:
+                    result.aimed[step] += 1
+                elif code is not None:
+                    result.violations.append(f"life {life}: serve exited {code} before its "
+                                             f"step {step} (see {log.name})")
+            else:
+                time.sleep(rng.uniform(0.0, max_delay))
             _kill_group(process)
             lives.append((started, time.time_ns()))
             result.kills += 1

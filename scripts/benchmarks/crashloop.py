@@ -8,8 +8,12 @@ random delay after it logged its configuration (during start-up repair,
 while receiving, ingesting or forwarding), each followed by a restart. Then the node settles
 and the run checks that every acknowledged instance is indexed and
 forwarded, and that none was queued twice or sent twice by one life of the
-node. Prints the counts; exits 1 on any violation. Not a speed benchmark:
-the figures are counts, and the elapsed time only tells how long it took.
+node. With ``--aimed`` each life instead kills itself at a step of the
+durability contract, the steps taken in turn (tests/crashpoint.py: written
+but not fsync'd, fsync'd but not answered, committed but not released,
+delivered but not recorded). Prints the counts; exits 1 on any violation.
+Not a speed benchmark: the figures are counts, and the elapsed time only
+tells how long it took.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.conftest import require_tool  # noqa: E402
 from tests.crashloop import run_crashloop  # noqa: E402
+from tests.crashpoint import STEPS  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
@@ -35,6 +40,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--max-delay", type=float, default=15.0,
                         help="each kill comes uniform(0, this) seconds after the node "
                              "logged its configuration (15.0)")
+    parser.add_argument("--aimed", action="store_true",
+                        help=f"kill at each step in turn ({', '.join(STEPS)}) instead of at "
+                             "random moments; --max-delay bounds a life that never gets there")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args(argv)
     if args.kills < 1 or args.max_delay <= 0:
@@ -45,14 +53,16 @@ def main(argv: list[str]) -> int:
     started = time.monotonic()
     try:
         result = run_crashloop(work, kills=args.kills, seed=args.seed,
-                               max_delay=args.max_delay,
+                               max_delay=args.max_delay, points=STEPS if args.aimed else (),
                                progress=lambda line: print(line, file=sys.stderr, flush=True))
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     kept = f", kept in {work}" if args.keep else ""
-    print(f"crashloop: seed {args.seed}, kill -9 uniform(0, {args.max_delay:g}) s after each "
-          f"start-up began, {time.monotonic() - started:.0f} s{kept}")
+    how = ("aimed at each step in turn" if args.aimed else
+           f"uniform(0, {args.max_delay:g}) s after each start-up began")
+    print(f"crashloop: seed {args.seed}, kill -9 {how}, "
+          f"{time.monotonic() - started:.0f} s{kept}")
     for line in result.lines():
         print(line)
     return 1 if result.violations else 0

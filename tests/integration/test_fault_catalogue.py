@@ -189,11 +189,14 @@ CATALOGUE: dict[str, Case] = {
         "::test_kill_9_while_forwarding_300_instances_then_restart_delivers_each_once",
         "tests/interop/test_crashloop.py"
         "::test_kill_9_at_random_moments_loses_no_acknowledged_instance_and_doubles_none",
-    ), "kill -9 at random moments, 10 in the test and 200 in scripts/bench crashloop, not "
-       "about 1,000; the moments are random, not aimed at each step (after write, after "
-       "fsync, after commit, before the response); an instance delivered in the last "
-       "moments before a kill is sent again after the restart (at most the forwarder's "
-       "commit window; the destination keeps one copy per SOP Instance UID)"),
+        "tests/interop/test_crashloop.py"
+        "::test_kill_9_at_each_step_of_the_durability_contract_loses_nothing",
+    ), "kill -9 at random moments (10 in the test, 200 in scripts/bench crashloop) and "
+       "aimed at each named step (tests/crashpoint.py: written not fsync'd, fsync'd not "
+       "answered, committed not released, delivered not recorded; twice each); not looped "
+       "about 1,000 times. An instance delivered in the last moments before a kill is sent "
+       "again after the restart (at most the forwarder's commit window; the destination "
+       "keeps one copy per SOP Instance UID)"),
     "T27": Case("covered", (
         f"{FAULTS}::test_disk_full_gets_a700_keeps_nothing_and_recovers_when_space_frees",
         "tests/integration/test_fault_store_disk.py"
