@@ -93,7 +93,6 @@ class Identifiers:
         """
         return _build(tuple(sorted(set(found))))
 
-
     def scrub(self, text: str) -> str:
         """Remove every identifier from ``text`` (action C); white space is tidied."""
         if self.pattern is None or not text:

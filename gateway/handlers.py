@@ -84,6 +84,7 @@ def handle_store(event: Any, app: App) -> int | Dataset:
         received_at=datetime.now(timezone.utc),
         peer_address=str(assoc.requestor.address),
     )
+
     def verify() -> Verdict | None:
         return check_received(path, sop_class, sop_instance,
                               app.settings.limits.max_dataset_mb * _MB,

@@ -135,6 +135,7 @@ class ReusePortServer(_ReusePort, ListenerServer):
 class ReusePortTLSServer(_ReusePort, ListenerTLSServer):
     """The DICOM TLS listener on a port shared with its other receiving processes."""
 
+
 def close_listener(server: AssociationServer, timeout: float = 10.0) -> None:
     """Stop accepting, abort the associations still open, and wait for their threads.
 

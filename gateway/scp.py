@@ -265,6 +265,7 @@ def start_listener(app: App, ae: RetrieveAE | None = None, *,
                         ReusePortServer if shared else ListenerServer)
     else:
         address = (settings.listener.bind, settings.tls.port)
+
         def audit_refusal(peer: str, reason: str) -> None:  # RELIABILITY.md T02, T09
             record_quietly(app, "tls-handshake-refused", "-", "failure", queued=True,
                            detail=f"address={peer} reason={reason}")

@@ -171,6 +171,8 @@ def _check_fingerprint(value: str | None) -> str | None:
         raise StorageError("peer certificate_sha256: expected a SHA-256 fingerprint "
                            f"(64 hex digits, colons allowed), got {value!r}")
     return text
+
+
 def _check_number(field: str, value: int) -> int:
     low, high = LIMITS[field]
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:

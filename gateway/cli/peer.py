@@ -432,6 +432,5 @@ def echo(app: AppContext, slug: str) -> None:
     click.echo(f"peer {slug} ({where}): C-ECHO status 0x{code:04X} (success)")
 
 
-
 # ``peer tls`` lives in its own module; importing it registers it on this group.
 from gateway.cli import peer_tls  # noqa: E402,F401

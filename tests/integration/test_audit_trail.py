@@ -41,7 +41,6 @@ from tests.query_index import add_peer
 from tests.retrieve_store import Destination
 
 
-
 @pytest.fixture
 def destination() -> Iterator[Destination]:
     started = Destination().start()

@@ -59,7 +59,6 @@ CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 UID_65 = "1.2." + "3" * 61
 
 
-
 @pytest.fixture
 def node(make_node: Callable[..., Node], collector: socket.socket) -> Node:
     """A node with one-second timeouts and its audit copy sent to ``collector``."""

@@ -145,6 +145,7 @@ def test_required_client_certificate_refuses_none_and_strangers(start, pki: PKI,
     assert _admitted(node.tls_port, _client(pki, pki.client))
     assert not _admitted(node.tls_port, _client(pki)), "no client certificate must be refused"
     assert not _admitted(node.tls_port, _client(pki, pki.stranger)), "unknown CA must be refused"
+
     def refusals() -> list[str]:
         return [r.getMessage() for r in caplog.records if "tls handshake refused" in r.getMessage()]
 

@@ -107,6 +107,7 @@ def test_a_receiving_process_killed_is_replaced_and_receiving_goes_on(
     for folder in folders:  # what a child killed mid-receive leaves in its own folder
         (folder / "partial.dcm").write_bytes(b"\0" * 128)
     os.kill(victim, signal.SIGKILL)
+
     def replaced() -> bool:
         now = node.receiver_pids()
         return len(now) == 2 and victim not in now

@@ -91,7 +91,6 @@ def test_bad_targets_are_refused(url: str) -> None:
         parse_target(url)
 
 
-
 def test_the_sink_sends_one_datagram_per_record(collector: socket.socket) -> None:
     sink = SyslogSink(f"udp://127.0.0.1:{collector.getsockname()[1]}", "GATEWAY")
     sink(_event())
