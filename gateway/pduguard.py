@@ -153,5 +153,4 @@ def install(event: Any, on_rejected: OnRejected | None = None) -> None:
     association = event.assoc
     sock = association.dul.socket
     if sock is not None:
-        sock.recv = PduGuard(sock, association.ae.maximum_pdu_size or 2**32 - 1,
-                                   on_rejected)
+        sock.recv = PduGuard(sock, association.ae.maximum_pdu_size or 2**32 - 1, on_rejected)
