@@ -106,3 +106,21 @@ def test_a_request_with_an_even_context_id_is_rejected_after_its_body() -> None:
         else:
             assert bytes(guard(len(rq) - 6)) == rq[6:]
             assert (sock.socket.sent, told) == ([], [])
+
+
+def test_the_walk_finds_the_ids_pynetdicom_decodes() -> None:
+    """even_context_ids reads the IDs where pynetdicom's decoder finds them: for a request
+    with every ID from 1 to 255 and another with some even ones among them."""
+    from pynetdicom.pdu import A_ASSOCIATE_RQ
+    from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+
+    from gateway.pduguard import even_context_ids
+    from tests.rawpeer import IMPLICIT_LE, associate_rq
+
+    odd = associate_rq([(n, str(CTImageStorage), (IMPLICIT_LE,)) for n in range(1, 256, 2)])
+    decoded = A_ASSOCIATE_RQ()
+    decoded.decode(odd)
+    ids = [item.context_id for item in decoded.variable_items if item.item_type == 0x20]
+    assert ids == list(range(1, 256, 2)) and even_context_ids(odd) == []
+    mixed = associate_rq([(n, str(CTImageStorage), (IMPLICIT_LE,)) for n in (1, 4, 5, 254)])
+    assert even_context_ids(mixed) == [4, 254]
