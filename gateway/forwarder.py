@@ -36,6 +36,12 @@ sent at an attempt that ended before its confirmation (a crash while the
 result was awaited) gets an association for the confirmation alone. Logs
 name the job, the study's remapped UID and the destination slug, never a
 patient.
+
+Leases and back-off are wall-clock times in the database, shared by the
+nodes. A step forward of one node's clock makes the leases it sees look
+expired; the jobs this process is sending (:data:`_SENDING`) are therefore
+never claimed again by it, whatever their lease says, so a job is never
+sent by two of its lanes at once (RELIABILITY T30).
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -95,6 +102,29 @@ class ForwardReport:
     @property
     def total(self) -> int:
         return self.done + self.retried + self.failed
+
+
+class _InFlight:
+    """The ids of the jobs this process's lanes are sending (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ids: set[int] = set()
+
+    def snapshot(self) -> frozenset[int]:
+        with self._lock:
+            return frozenset(self._ids)
+
+    def add(self, job_ids: Iterable[int]) -> None:
+        with self._lock:
+            self._ids.update(job_ids)
+
+    def discard(self, job_id: int) -> None:
+        with self._lock:
+            self._ids.discard(job_id)
+
+
+_SENDING = _InFlight()
 
 
 def _owner() -> str:
@@ -155,8 +185,10 @@ def _claim(app: App, owner: str, now: datetime | None, wanted: int,
         open_now = [peer.slug for peer in peers.list_all(session)
                     if "destination" in peer.roles and is_open(peer.schedule, moment)
                     and only in (None, peer.slug)]
-        return jobs.claim_due(session, owner, moment, app.settings.forward.lease_seconds,
-                              wanted, destinations=open_now)
+        claimed = jobs.claim_due(session, owner, moment, app.settings.forward.lease_seconds,
+                                 wanted, destinations=open_now, busy=_SENDING.snapshot())
+    _SENDING.add(job.id for job in claimed)
+    return claimed
 
 
 def _lane(app: App, ae: AE, job: jobs.JobRecord, owner: str, now: datetime | None,
@@ -169,7 +201,10 @@ def _lane(app: App, ae: AE, job: jobs.JobRecord, owner: str, now: datetime | Non
     link = Link(app, ae)
     try:
         for sent in range(1, _JOBS_PER_LANE + 1):
-            closed = send_job(app, job, owner, link=link)
+            try:
+                closed = send_job(app, job, owner, link=link)
+            finally:
+                _SENDING.discard(job.id)
             tally.count(closed)
             if (sent == _JOBS_PER_LANE or closed is None or closed.state is JobState.PENDING
                     or not tally.take(1)):

@@ -191,7 +191,8 @@ def enqueue_results(session: Session, study_instance_uid: str, destination: str,
 
 
 def claim_due(session: Session, owner: str, now: datetime, lease_seconds: int,
-              limit: int = 1, *, destinations: Collection[str] | None = None) -> list[JobRecord]:
+              limit: int = 1, *, destinations: Collection[str] | None = None,
+              busy: Collection[int] = ()) -> list[JobRecord]:
     """Lease up to ``limit`` due jobs to ``owner`` (see the module docstring).
 
     With ``destinations``, only jobs for those (the destinations whose window
@@ -206,7 +207,9 @@ def claim_due(session: Session, owner: str, now: datetime, lease_seconds: int,
     Destinations are served in the order of their most urgent due job. A
     job backing off whose last change is later than ``now`` is due: the wall
     clock stepped back (RELIABILITY T30), so one early attempt, not a wait
-    as long as the step.
+    as long as the step. Jobs in ``busy`` (those the caller's process is
+    sending) are never taken, whatever their lease says: a step forward of
+    the wall clock makes a live lease look expired.
     """
     stepped_back = and_(ForwardJob.attempts > 0, ForwardJob.updated_at > now)
     due = or_(and_(ForwardJob.state == JobState.PENDING,
@@ -214,6 +217,8 @@ def claim_due(session: Session, owner: str, now: datetime, lease_seconds: int,
               and_(ForwardJob.state == JobState.SENDING, ForwardJob.lease_expires_at < now))
     if destinations is not None:
         due = and_(due, ForwardJob.destination.in_(list(destinations)))
+    if busy:
+        due = and_(due, ForwardJob.id.not_in(list(busy)))
     postgresql = dialect_of(session) == "postgresql"
     waiting = list(session.scalars(
         select(ForwardJob.destination).where(due).group_by(ForwardJob.destination)

@@ -9,6 +9,7 @@ between forwarding passes to play a destination that recovers.
 from __future__ import annotations
 
 import threading
+import time
 from types import TracebackType
 from typing import Any
 
@@ -21,18 +22,21 @@ __all__ = ["StoreSink"]
 class StoreSink:
     """A destination on loopback: ``port``, the SOP Instance UIDs ``offered`` in order."""
 
-    def __init__(self, status: int = 0x0000, ae_title: str = "SINK") -> None:
+    def __init__(self, status: int = 0x0000, ae_title: str = "SINK", delay: float = 0.0) -> None:
         self.status = status
+        self.delay = delay  # seconds each C-STORE takes
         self.offered: list[str] = []
         self._lock = threading.Lock()
         ae = AE(ae_title=ae_title)
         ae.add_supported_context(CTImageStorage)
-        self._server = ae.start_server(("127.0.0.1", 0), block=False,
-                                       evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
-        assert self._server is not None
-        self.port = int(self._server.server_address[1])
+        server = ae.start_server(("127.0.0.1", 0), block=False,
+                                 evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
+        assert server is not None
+        self._server = server
+        self.port = int(server.server_address[1])
 
     def _on_store(self, event: Any) -> int:
+        time.sleep(self.delay)
         with self._lock:
             self.offered.append(str(event.request.AffectedSOPInstanceUID))
         return self.status

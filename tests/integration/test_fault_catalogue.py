@@ -245,11 +245,14 @@ CATALOGUE: dict[str, Case] = {
         f"{CLOCK}::test_a_schedule_window_sends_once_however_the_clock_steps",
         f"{CLOCK}::test_a_wall_clock_step_neither_aborts_nor_holds_an_association",
         f"{CLOCK}::test_a_step_back_does_not_hold_a_retry_for_the_length_of_the_step",
+        f"{CLOCK}::test_a_step_forward_does_not_take_a_job_from_its_own_running_lane",
     ), "a controllable wall clock steps +-1 h under the running node: its clock keeps "
        "firing, a window sends once, association timers are monotonic, a retry is not held "
-       "for the length of a step back. Back-off and leases stay wall-clock times in the "
-       "database (shared by nodes, kept over restarts): a step forward brings retries early "
-       "and can expire a live lease (the receiver de-duplicates); not tested"),
+       "for the length of a step back, and a step forward does not hand a job being sent to "
+       "a second lane. Back-off and leases stay wall-clock times in the database (shared by "
+       "nodes, kept over restarts): a step forward brings a retry early, and another node's "
+       "step can expire this node's live lease (the destination keeps one copy per SOP "
+       "Instance UID); not tested"),
 }
 
 STATUSES = {"covered", "partial", "not covered"}

@@ -44,6 +44,7 @@ from tests.conftest import wait_until
 from tests.corpus import make_clinic_study
 from tests.interop.conftest import free_port
 from tests.retrieve_store import Destination
+from tests.sink import StoreSink
 
 # fault cases that wait out timeouts and clock steps: run in CI, not in every developer run
 pytestmark = pytest.mark.slow
@@ -241,3 +242,21 @@ def test_a_step_back_does_not_hold_a_retry_for_the_length_of_the_step(
     wait_until(lambda: attempts() == 2, timeout=10, what="a retry soon after the step back")
     assert after_two_firings() == 2, "the new back-off holds"
     assert _jobs(node)[0].state is JobState.PENDING
+
+
+def test_a_step_forward_does_not_take_a_job_from_its_own_running_lane(
+        make_node: Callable[..., Node], stepped: SteppedClock, ticks: list[datetime],
+        tmp_path: Path) -> None:
+    """T30: an hour's step forward, while a job is being sent slowly, makes its lease (600 s)
+    look expired; the node's next dispatches must not claim it again for another lane
+    (gateway.forwarder: the jobs in flight are never claimed), so each instance reaches
+    the destination once, and the job is done."""
+    with StoreSink(ae_title="DESTINATION", delay=1.0) as sink:
+        node = _routed_node(make_node, tmp_path, 4, port=sink.port)
+        wait_until(lambda: len(sink.offered) >= 1, timeout=30, what="the job being sent")
+        stepped.step(timedelta(hours=1))
+        fired = len(ticks)
+        wait_until(lambda: len(ticks) >= fired + 2, timeout=10, what="dispatches after the step")
+        wait_until(lambda: bool(_jobs(node)) and _jobs(node)[0].state is JobState.DONE,
+                   timeout=30, what="the job done")
+        assert len(sink.offered) == 4 and len(set(sink.offered)) == 4, sink.offered
