@@ -294,7 +294,7 @@ def _send(event: Any, app: App, job: _Job, accepted: dict[str, set[str]],
                 _finish(app, job, CANCEL)
                 yield CANCEL, None
                 return
-            if sub is not None and not sub.is_established:
+            if sub is not None and _ended(sub):
                 comment = "the move destination ended the association"
                 _finish(app, job, UNABLE_TO_PERFORM, comment)
                 yield _status(UNABLE_TO_PERFORM, comment), None
@@ -306,6 +306,24 @@ def _send(event: Any, app: App, job: _Job, accepted: dict[str, set[str]],
         _finish(app, job, _outcome(job, cancelled=False, lost=True),
                 "the retrieve association ended")
         raise
+
+
+def _ended(sub: Any) -> bool:
+    """Whether the move destination's association is over, or about to be.
+
+    A destination that aborts (PS3.8 7.3) fails the C-STORE in progress at
+    once, but the sub-association stays "established" until its reactor
+    takes the A-ABORT (or the A-P-ABORT of a dropped connection) from the
+    DUL's queue; pynetdicom would send the next C-STORE into it meanwhile
+    and wait a whole DIMSE timeout for an answer that cannot come. The
+    indication still queued counts (``acse.is_aborted`` peeks at it), and so
+    does a DUL that has stopped.
+    """
+    if not sub.is_established:
+        return True
+    acse, dul = getattr(sub, "acse", None), getattr(sub, "dul", None)
+    return bool((acse is not None and acse.is_aborted())
+                or (dul is not None and not dul.is_alive()))
 
 
 def _refuse(service: str, calling_ae: str, refused: _Refused) -> None:
