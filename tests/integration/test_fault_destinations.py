@@ -110,21 +110,25 @@ def answering() -> Iterator[StoreSink]:
 def _routed_node(make_node: Callable[..., Node], tmp_path: Path, port: int, *,
                  tls: bool = False, settings: dict[str, Any] | None = None) -> Node:
     """A node with one routed, ingested study of ``INSTANCES`` instances for ``port``."""
-    node = make_node(**FAST, **{"forward.poll_seconds": 3600,
-                                "forward.stable_after_seconds": 1}, **(settings or {}))
+    # the one-second ACSE timeout is what the blackholed destination waits out; the clinic's
+    # association that stores the study keeps the default idle timeouts, so that a loaded
+    # machine pausing between two C-STOREs does not cut it
+    node = make_node(**{**FAST, "limits.network_timeout": 30, "limits.dimse_timeout": 30,
+                        "forward.poll_seconds": 3600, "forward.stable_after_seconds": 1,
+                        **(settings or {})})
     with session_scope(node.app.engine) as session:
         peers.add(session, PeerRecord(slug="institute", ae_title="INSTITUTE", host="127.0.0.1",
                                       port=port, roles=("destination",), tls=tls, **POLICY))
         routes.add(session, routes.RouteSpec(name="all-ct", destinations=("institute",),
                                              conditions=("ModalitiesInStudy=CT",)))
     study = make_clinic_study(tmp_path / "study", series=1, per_series=INSTANCES, jpeg=False)
+    datasets = [dcmread(path) for path in study.files.values()]
     ae = AE(ae_title="CLINIC")
     ae.add_requested_context(CTImageStorage)
     assoc = ae.associate("127.0.0.1", node.port, ae_title="GATEWAY")
     assert assoc.is_established
     try:
-        assert [int(assoc.send_c_store(dcmread(path)).Status)
-                for path in study.files.values()] == [0x0000] * INSTANCES
+        assert [int(assoc.send_c_store(ds).Status) for ds in datasets] == [0x0000] * INSTANCES
     finally:
         assoc.release()
     wait_until(lambda: node.app.spool.oldest() is None, timeout=15, what="ingested")
