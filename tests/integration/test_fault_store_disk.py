@@ -93,9 +93,8 @@ def test_a_full_store_disk_keeps_acknowledging_raises_the_alarm_and_forwarding_g
             free = fill(disk)
             later = make_clinic_study(tmp_path / "later", series=1, per_series=1, jpeg=False,
                                       seed=7)
-            # the spool has room: acknowledged, durable there
+            # the spool has room: acknowledged, durable there (the worker may hold it already)
             assert _store(node, list(later.files.values())) == [0x0000]
-            assert node.app.spool.depth() == 1
             # the worker tries, cannot write the store file, and leaves nothing behind
             wait_until(lambda: node.app.spool.depth() == 1 and len(_indexed(node)) == 2
                        and _stored_files(node.app.data_dir) == stored_before, timeout=10,
