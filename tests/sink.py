@@ -14,9 +14,10 @@ from types import TracebackType
 from typing import Any
 
 from pynetdicom import AE, evt
+from sqlalchemy.engine import Engine
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
-__all__ = ["StoreSink"]
+__all__ = ["StoreSink", "route_all_ct"]
 
 
 class StoreSink:
@@ -50,3 +51,18 @@ class StoreSink:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def route_all_ct(engine: Engine, port: int, ae_title: str = "SINK") -> None:
+    """Register the destination ``institute`` on loopback ``port`` and a route of every CT
+    study to it."""
+    import storage.routes as routes
+    from storage import peers
+    from storage.db import session_scope
+    from storage.records import PeerRecord
+
+    with session_scope(engine) as session:
+        peers.add(session, PeerRecord(slug="institute", ae_title=ae_title, host="127.0.0.1",
+                                      port=port, roles=("destination",)))
+        routes.add(session, routes.RouteSpec(name="all-ct", destinations=("institute",),
+                                             conditions=("ModalitiesInStudy=CT",)))

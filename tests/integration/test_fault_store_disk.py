@@ -23,18 +23,15 @@ from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 from sqlalchemy import select
 
-import storage.routes as routes
 from gateway.forwarder import run_due
 from gateway.health import check
 from gateway.node import Node
 from gateway.router import route_stable
-from storage import peers
 from storage.db import session_scope
 from storage.models import Instance
-from storage.records import PeerRecord
 from tests.conftest import wait_until
 from tests.corpus import make_clinic_study
-from tests.sink import StoreSink
+from tests.sink import StoreSink, route_all_ct
 from tests.tmpfs import fill, small_tmpfs
 
 pytestmark = pytest.mark.slow  # waits out the ingest worker's back-off: CI
@@ -76,12 +73,7 @@ def test_a_full_store_disk_keeps_acknowledging_raises_the_alarm_and_forwarding_g
                             "status.min_free_disk_mb": 1,
                             "forward.poll_seconds": 3600, "forward.stable_after_seconds": 1})
         try:
-            with session_scope(node.app.engine) as session:
-                peers.add(session, PeerRecord(slug="institute", ae_title="SINK",
-                                              host="127.0.0.1", port=sink.port,
-                                              roles=("destination",)))
-                routes.add(session, routes.RouteSpec(name="all-ct", destinations=("institute",),
-                                                     conditions=("ModalitiesInStudy=CT",)))
+            route_all_ct(node.app.engine, sink.port)
             first = make_clinic_study(tmp_path / "first", series=1, per_series=2, jpeg=False)
             assert _store(node, list(first.files.values())) == [0x0000] * 2
             wait_until(lambda: len(_indexed(node)) == 2 and node.app.spool.depth() == 0,

@@ -26,14 +26,12 @@ from pynetdicom.pdu import A_ASSOCIATE_RQ
 
 from sqlalchemy import func, select
 
-import storage.routes as routes
 from gateway.forwarder import run_due
 from gateway.pduguard import SLACK
 from gateway.router import route_stable
-from storage import audit, peers
+from storage import audit
 from storage.db import session_scope
 from storage.models import Instance
-from storage.records import PeerRecord
 from tests.conftest import wait_until
 from tests.corpus import make_clinic_study
 from tests.rawpeer import (
@@ -56,7 +54,7 @@ from tests.rawpeer import (
     store_rq,
     warmed_up,
 )
-from tests.sink import StoreSink
+from tests.sink import StoreSink, route_all_ct
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 
@@ -383,11 +381,7 @@ def _forward_everything(node: Any, sink: StoreSink) -> None:
     instances durable and forwarded"), as the node's clock would once the study is stable."""
     later = datetime.now(UTC) + timedelta(
         seconds=node.app.settings.forward.stable_after_seconds + 5)
-    with session_scope(node.app.engine) as session:
-        peers.add(session, PeerRecord(slug="institute", ae_title="SINK", host="127.0.0.1",
-                                      port=sink.port, roles=("destination",)))
-        routes.add(session, routes.RouteSpec(name="all-ct", destinations=("institute",),
-                                             conditions=("ModalitiesInStudy=CT",)))
+    route_all_ct(node.app.engine, sink.port)
     route_stable(node.app, later)
     run_due(node.app, now=later)
 
