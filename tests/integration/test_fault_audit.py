@@ -39,7 +39,7 @@ from storage.models import PeerScope
 from storage.records import AuditEvent, PeerRecord
 from tests.conftest import wait_until
 from tests.corpus import make_clinic_study
-from tests.procwatch import watched
+from tests.procwatch import close_idle_connections, watched
 from tests.query_index import add_peer
 from tests.rawpeer import (
     FAST,
@@ -199,7 +199,9 @@ def test_a_65_character_uid_is_refused_writes_nothing_and_is_audited(
         encoded = encode(ds, True, True)
     assert encoded is not None
     pdus = _store_pdus(ds, encoded, UID_65 if where == "command" else "1.2.3")
-    node.app.engine.dispose()  # SQLite's -wal/-shm go, as watched() does at the end
+    # SQLite's -wal/-shm go, as watched() does at the end; the pool itself stays (a dispose
+    # would strand a connection the audit writer holds, open until the collector finds it)
+    close_idle_connections(node.app.engine)
     before = _files_under(tmp_path) - _files_under(node.app.data_dir)
     with watched(node):
         with RawPeer(node.port) as peer:
