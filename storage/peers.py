@@ -24,12 +24,13 @@ import ipaddress
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Final, TypedDict, Unpack
+from typing import Any, Final, TypedDict, Unpack
 
-from sqlalchemy import delete, select
+from sqlalchemy import Row, bindparam, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from ._sql import table_of
 from .errors import StorageError
 from .models import Peer, PeerScope
 from .records import PeerRecord
@@ -192,7 +193,7 @@ def _check_transfer_syntax(value: str) -> str:
     return value
 
 
-def _record(row: Peer) -> PeerRecord:
+def _record(row: Peer | Row[Any]) -> PeerRecord:
     return PeerRecord(
         slug=row.slug, ae_title=row.ae_title, host=row.host, port=row.port,
         roles=tuple(role for role in row.roles.split(",") if role),
@@ -266,16 +267,20 @@ def get(session: Session, slug: str) -> PeerRecord | None:
     return None if row is None else _record(row)
 
 
+#: built once and run on the table, not through the ORM: it runs on every association
+#: (gateway.policy.admit), where loading ORM objects cost most of the look-up
+_PEERS: Final = table_of(Peer)
+_BY_AE_TITLE: Final = (select(_PEERS).where(_PEERS.c.ae_title == bindparam("ae_title"))
+                       .order_by(_PEERS.c.slug))
+
+
 def by_ae_title(session: Session, ae_title: str) -> list[PeerRecord]:
     """Return the peers registered under an AE title (padding spaces ignored).
 
     Used at association time (RELIABILITY.md T01, T02): the caller accepts
     a peer whose ``pinned_address`` is unset or equal to the caller's.
     """
-    rows = session.execute(
-        select(Peer).where(Peer.ae_title == ae_title.strip(" ")).order_by(Peer.slug)
-        .execution_options(populate_existing=True)
-    ).scalars()
+    rows = session.execute(_BY_AE_TITLE, {"ae_title": ae_title.strip(" ")})
     return [_record(row) for row in rows]
 
 
