@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 
 from pynetdicom.transport import AssociationServer, ThreadedAssociationServer
@@ -91,15 +92,21 @@ def connection_cap(maximum_associations: int) -> int:
 
 class _Capped:
     """Closes a connection on accept while the server holds ``connection_cap`` associations
-    (0: no cap); a line is logged for the first and then at most every ten seconds."""
+    (0: no cap); a line is logged for the first and then at most every ten seconds.
+
+    A connection counts from its accept: pynetdicom's ``active_associations`` sees it
+    only once its request thread has made the association's thread, and a flood
+    accepted faster than those threads start would otherwise pass the cap.
+    """
 
     connection_cap = 0
     _refused = 0
     _logged_at = float("-inf")
+    _starting = 0  # accepted, their association thread not yet started (or a TLS handshake)
 
     def verify_request(self, request: object, client_address: object) -> bool:
         cap = self.connection_cap
-        open_now = len(getattr(self, "active_associations"))
+        open_now = len(getattr(self, "active_associations")) + self._starting
         if not cap or open_now < cap:
             return True
         self._refused += 1
@@ -112,6 +119,28 @@ class _Capped:
         return False
 
 
+    def process_request(self, request: object, client_address: object) -> None:
+        with _STARTING:
+            self._starting += 1
+        try:
+            super().process_request(request, client_address)  # type: ignore[misc]
+        except BaseException:
+            self._ended_start()
+            raise
+
+    def process_request_thread(self, request: object, client_address: object) -> None:
+        try:
+            super().process_request_thread(request, client_address)  # type: ignore[misc]
+        finally:
+            self._ended_start()
+
+    def _ended_start(self) -> None:
+        with _STARTING:
+            self._starting -= 1
+
+
+#: guards every listener's ``_starting`` count (taken for an increment, rarely contended)
+_STARTING = threading.Lock()
 #: at most one "connection refused" line per listener in this many seconds
 _REFUSAL_LOG_SECONDS = 10.0
 
