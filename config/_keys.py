@@ -173,6 +173,7 @@ SPECS: dict[str, dict[str, Spec]] = {
     "ingest": {
         "workers": Spec("int", "an integer 0-64 (0: one fewer than the CPU cores, at least 1)",
                         lambda v: check_int_range(v, 0, 64)),
+        "nice": Spec("int", "an integer 0-19", lambda v: check_int_range(v, 0, 19)),
     },
     "query": {
         "max_results": Spec(

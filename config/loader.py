@@ -368,7 +368,8 @@ def _build(
             loopback_store_open=values["policy.loopback_store_open"],
             store_open=values["policy.store_open"],
         ),
-        ingest=IngestSettings(workers=values["ingest.workers"] or _default_workers()),
+        ingest=IngestSettings(workers=values["ingest.workers"] or _default_workers(),
+                              nice=values["ingest.nice"]),
         query=QuerySettings(max_results=values["query.max_results"]),
         forward=ForwardSettings(
             max_attempts=values["forward.max_attempts"],

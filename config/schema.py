@@ -151,9 +151,14 @@ class PolicySettings:
 
 @dataclass(frozen=True, slots=True)
 class IngestSettings:
-    """``[ingest]``: the workers that de-identify what the spool holds."""
+    """``[ingest]``: the workers that de-identify what the spool holds.
+
+    ``nice`` is added to each worker process's niceness (``nice(2)``): where the
+    cores are busy, the receiving processes, which a sender waits on, run first.
+    """
 
     workers: int
+    nice: int = 10
 
 
 @dataclass(frozen=True, slots=True)

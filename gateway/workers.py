@@ -86,6 +86,8 @@ def _worker(settings: Settings, parent: int, log_level: str, doorbell: Connectio
     """A worker process's body: drain the spool, sleep until rung, until the parent hangs up."""
     die_with_parent(parent, f"dg-ingest-{index}")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is for the parent
+    if settings.ingest.nice:
+        os.nice(settings.ingest.nice)  # the receivers first (config.schema.IngestSettings)
     configure_logging(0, base_level=log_level)
     bell = Bell(doorbell)
     app = build_app(settings, os.environ)

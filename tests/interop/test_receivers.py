@@ -152,3 +152,16 @@ def test_stopping_serve_stops_every_child(serve: Callable[..., ServedNode]) -> N
     wait_until(lambda: not any(is_alive(pid) for pid in children), timeout=10,
                what="every receiving and ingest process gone")
     assert "gateway.serve: stopped" in node.log.read_text()
+
+
+def test_ingest_workers_yield_the_cores_to_the_receiving_processes(
+        serve: Callable[..., ServedNode]) -> None:
+    """``ingest.nice`` is added to each worker's niceness; every receiving process keeps
+    serve's, so that on busy cores a sender's next response comes first."""
+    node = serve(**PROCESSES, DICOM_GATEWAY_INGEST__NICE="7")
+    base = os.getpriority(os.PRIO_PROCESS, node.process.pid)
+    wait_until(lambda: bool(node.worker_pids()), timeout=30, what="an ingest worker named")
+    workers, receivers = node.worker_pids(), node.receiver_pids()
+    assert receivers, "no receiving child"
+    assert {os.getpriority(os.PRIO_PROCESS, pid) for pid in workers} == {min(base + 7, 19)}
+    assert {os.getpriority(os.PRIO_PROCESS, pid) for pid in receivers} == {base}
