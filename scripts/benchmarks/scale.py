@@ -100,7 +100,7 @@ def _postgres_ticks() -> int:
     return total
 
 
-def _start_node(root: Path, shared: Path, url: str) -> _Node:
+def _start_node(root: Path, shared: Path, url: str, processes: int) -> _Node:
     """``dicom-gateway serve`` on a free port: the shared data folder, its own spool."""
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -108,7 +108,8 @@ def _start_node(root: Path, shared: Path, url: str) -> _Node:
     log_file = log.open("wb")
     environment = {k: v for k, v in os.environ.items() if not k.startswith("DICOM_GATEWAY_")}
     environment.update(DICOM_GATEWAY_HMAC_KEY=TEST_KEY_HEX,
-                       DICOM_GATEWAY_STORAGE__SPOOL_DIR=str(root / "spool"))
+                       DICOM_GATEWAY_STORAGE__SPOOL_DIR=str(root / "spool"),
+                       DICOM_GATEWAY_LISTENER__PROCESSES=str(processes))
     program = Path(sys.executable).parent / "dicom-gateway"
     process = subprocess.Popen(
         [str(program), "serve", "--port", str(port), "--data-dir", str(shared),
@@ -133,7 +134,7 @@ def _indexed(engine: Any) -> int:
 
 
 def _round(nodes: int, storescu: str, folders: list[Path], count: int, url: str,
-           root: Path) -> _Sample:
+           root: Path, processes: int) -> _Sample:
     """Start ``nodes`` nodes on an empty database, send, wait until all is indexed."""
     empty_schema(url)
     started: list[_Node] = []
@@ -141,7 +142,7 @@ def _round(nodes: int, storescu: str, folders: list[Path], count: int, url: str,
     try:
         # the first node migrates the empty database; the others find it current
         for index in range(nodes):
-            started.append(_start_node(root / f"node{index}", root / "shared", url))
+            started.append(_start_node(root / f"node{index}", root / "shared", url, processes))
         os.sync()
         targets = [started[index % nodes].receiver for index in range(SENDERS)]
         before = [_tree_ticks(node.pid) for node in started]
@@ -201,7 +202,13 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="scripts/bench scale")
     parser.add_argument("-n", "--count", type=int, default=600, help="CT instances (default 600)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--processes", type=int, default=0,
+                        help="receiving processes per node, listener.processes (default 0: "
+                             "one per core, the node's default; 1: the single-process node "
+                             "whose interpreter lock the scale-out is meant to pass)")
     args = parser.parse_args(argv)
+    if not 0 <= args.processes <= 64:
+        parser.error("--processes must be 0-64")
     storescu = require_tool("storescu", "dcmtk")
     url = postgresql_bench_url()
     samples: dict[int, list[_Sample]] = {1: [], NODES: []}
@@ -214,7 +221,7 @@ def main(argv: list[str]) -> int:
         for repeat in range(args.repeats):
             for nodes in (1, NODES):
                 samples[nodes].append(_round(nodes, storescu, folders, args.count, url,
-                                             work / f"r{repeat}-{nodes}"))
+                                             work / f"r{repeat}-{nodes}", args.processes))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -223,7 +230,7 @@ def main(argv: list[str]) -> int:
     indexed = {n: statistics.median(s.indexed for s in v) for n, v in samples.items()}
     print(f"scale: {args.count} CT instances 512x512x16 from {SENDERS} DCMTK storescu at once "
           f"over loopback, one PostgreSQL; median of {args.repeats} interleaved rounds; "
-          f"{cores} cores")
+          f"{cores} cores; listener.processes={args.processes or 'one per core'}")
     print("| nodes | acknowledged/s | indexed/s | CPU of each node (cores) "
           "| CPU of PostgreSQL (cores) |")
     print("| ---: | ---: | ---: | --- | ---: |")
