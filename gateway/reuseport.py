@@ -95,19 +95,27 @@ class _Capped:
     (0: no cap); a line is logged for the first and then at most every ten seconds.
 
     A connection counts from its accept: pynetdicom's ``active_associations`` sees it
-    only once its request thread has made the association's thread, and a flood
-    accepted faster than those threads start would otherwise pass the cap.
+    only once its request thread has started the association's thread, and a flood
+    accepted faster than those threads start would otherwise pass the cap. A
+    connection is counted once, whichever of the two holds it (a TLS handshake in
+    progress included).
     """
 
     connection_cap = 0
     _refused = 0
     _logged_at = float("-inf")
-    _starting = 0  # accepted, their association thread not yet started (or a TLS handshake)
 
     def verify_request(self, request: object, client_address: object) -> bool:
         cap = self.connection_cap
-        open_now = len(getattr(self, "active_associations")) + self._starting
-        if not cap or open_now < cap:
+        if not cap:
+            return True
+        active = getattr(self, "active_associations")
+        with _STARTING:
+            starting = set(self._starting())
+        if starting:
+            starting -= {id(getattr(assoc.dul.socket, "socket", None)) for assoc in active}
+        open_now = len(active) + len(starting)
+        if open_now < cap:
             return True
         self._refused += 1
         now = time.monotonic()
@@ -118,28 +126,35 @@ class _Capped:
             self._logged_at, self._refused = now, 0
         return False
 
+    def _starting(self) -> dict[int, object]:
+        """The accepted connections whose request thread has not ended, by ``id``."""
+        accepted: dict[int, object] | None = getattr(self, "_accepted", None)
+        if accepted is None:
+            accepted = {}
+            setattr(self, "_accepted", accepted)
+        return accepted
 
     def process_request(self, request: object, client_address: object) -> None:
         with _STARTING:
-            self._starting += 1
+            self._starting()[id(request)] = request
         try:
             super().process_request(request, client_address)  # type: ignore[misc]
         except BaseException:
-            self._ended_start()
+            self._ended_start(request)
             raise
 
     def process_request_thread(self, request: object, client_address: object) -> None:
         try:
             super().process_request_thread(request, client_address)  # type: ignore[misc]
         finally:
-            self._ended_start()
+            self._ended_start(request)
 
-    def _ended_start(self) -> None:
+    def _ended_start(self, request: object) -> None:
         with _STARTING:
-            self._starting -= 1
+            self._starting().pop(id(request), None)
 
 
-#: guards every listener's ``_starting`` count (taken for an increment, rarely contended)
+#: guards every listener's accepted-connection table (held for a dictionary update)
 _STARTING = threading.Lock()
 #: at most one "connection refused" line per listener in this many seconds
 _REFUSAL_LOG_SECONDS = 10.0
