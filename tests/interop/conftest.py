@@ -142,7 +142,10 @@ def serve(tmp_path: Path, db_url: str) -> Iterator[Callable[..., ServedNode]]:
         test_receivers.py's subject, and on a two-core machine each further process costs
         about 1.7 s of CPU to start, in every test that starts a node.
         """
-        env = {"DICOM_GATEWAY_LISTENER__PROCESSES": "1", **env}
+        # ingest workers at niceness 0 unless a test asks: on a developer's two cores the test
+        # runner's own processes would otherwise come before every ingest (gateway.workers)
+        env = {"DICOM_GATEWAY_LISTENER__PROCESSES": "1", "DICOM_GATEWAY_INGEST__NICE": "0",
+               **env}
         port = port or free_port()
         data_dir = data_dir or tmp_path / "var"
         log = tmp_path / f"serve-{len(processes)}.log"
